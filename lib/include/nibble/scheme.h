@@ -1,0 +1,86 @@
+// Quantization schemes and the packed layouts they produce.
+//
+// A scheme quantizes each row (output channel) of a [rows, cols] matrix in
+// groups of `group_size` consecutive columns; group_size 0 means one group per
+// row ("per channel"). Every group gets one scale (and, when asymmetric, one
+// zero point).
+//
+// Codes
+//   INT8 symmetric   q = clamp(round(x * inv), -127, 127), stored as int8_t.
+//   INT8 asymmetric  q = clamp(round(x * inv) + zp, 0, 255), stored as uint8_t.
+//   INT4 symmetric   q = clamp(round(x * inv), -7, 7), stored as the unsigned
+//                    nibble q + 8 (1..15; 0 is never produced, so the grid is
+//                    symmetric and quantize(-x) == -quantize(x)).
+//   INT4 asymmetric  q = clamp(round(x * inv) + zp, 0, 15), stored as is.
+//   round() is round-half-to-even; inv = 1 / scale computed once per group in
+//   float; the clamp happens in float before conversion to an integer.
+//
+// Dequantize: symmetric w = q * scale; asymmetric w = (q - zp) * scale, both in
+// float, then rounded to the output dtype and saturated to its finite range.
+//
+// INT4 nibble order: element 2k of a row sits in the low nibble of byte k and
+// element 2k+1 in the high nibble. Read as little-endian 32-bit words this is
+// exactly compressed-tensors' pack-quantized layout (element 8j+i at bits 4i of
+// word j), so that format is a reinterpretation, not a re-quantization. GGUF
+// Q4_0 (low nibble = element j, high = element j+16 of a 32-block) is a byte
+// shuffle of the same codes. A row with an odd column count ends in a byte
+// whose high nibble holds the code of 0.0 (8 symmetric, zp asymmetric).
+//
+// Scales: one per group, row-major [rows, groups_per_row], stored in
+// `scale_dtype` (F16, BF16 or F32). The scale is chosen as
+//   symmetric:  absmax / qmax            (qmax = 7 or 127)
+//   asymmetric: (hi - lo) / qmax         (qmax = 15 or 255), lo = min(min, 0),
+//                                        hi = max(max, 0), zp = round(-lo * inv)
+// and then rounded UP to the nearest value of scale_dtype, so that the largest
+// element never needs clamping and |dequant(quant(x)) - x| <= scale / 2
+// (asymmetric: <= scale, the extra half step being the zero point's rounding).
+// A positive scale is at least the smallest positive F16 (2^-24) or 2^-126
+// (BF16, F32), so that 1/scale stays finite. An all-zero group gets scale +0,
+// zero point 0 and codes of 0. A group whose scale would overflow scale_dtype
+// (possible only for F32 input beyond ~458752 with F16 scales) is an error.
+//
+// Zero points (asymmetric only): uint8_t per group, row-major
+// [rows, groups_per_row], values 0..15 (INT4) or 0..255 (INT8).
+#ifndef NIBBLE_SCHEME_H_
+#define NIBBLE_SCHEME_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "nibble/status.h"
+#include "nibble/types.h"
+
+namespace nibble {
+
+struct QuantScheme {
+  int bits = 8;             // 4 or 8
+  bool symmetric = true;    // false: unsigned codes with a zero point
+  int64_t group_size = 0;   // 0: one group per row; else 32, 64, 128 or 256
+  DType scale_dtype = DType::kF16;
+};
+
+// Checks bits, group size and that cols is a positive multiple of the group
+// size (or any positive count for per-row groups). The message names the
+// column count and the group size.
+Status ValidateScheme(const QuantScheme& scheme, int64_t cols);
+
+// Group length actually used for a row of `cols` columns.
+int64_t GroupLength(const QuantScheme& scheme, int64_t cols);
+int64_t GroupsPerRow(const QuantScheme& scheme, int64_t cols);
+// Bytes of codes per row: cols (INT8) or ceil(cols / 2) (INT4).
+int64_t CodeBytesPerRow(const QuantScheme& scheme, int64_t cols);
+// Storage in bits per weight including scales and zero points.
+double BitsPerWeight(const QuantScheme& scheme, int64_t cols);
+
+// Canonical name: "int8" (per channel, symmetric), "int8-asym", "int8-g32",
+// "int4-g128", "int4-g128-asym", "int4-row"... The scale dtype is not part of
+// the name.
+std::string SchemeName(const QuantScheme& scheme);
+// Parses the names above; "int4" alone means int4-g128 symmetric. Returns a
+// kInvalidArgument status naming the text when it is not a scheme.
+Status ParseScheme(const std::string& name, QuantScheme* scheme);
+
+}  // namespace nibble
+
+#endif  // NIBBLE_SCHEME_H_

@@ -1,0 +1,253 @@
+// Scalar pieces shared by every ISA path: per-group parameter derivation,
+// dtype conversions, metric lane bookkeeping. Everything here has internal
+// linkage (static inline), so an ISA file compiled for AVX-512 cannot donate
+// its copy of a helper to the scalar path. Include this header BEFORE any
+// `#pragma GCC target`, so that these functions are compiled for the baseline
+// ISA and give the same results in every file.
+#ifndef NIBBLE_KERNELS_COMMON_H_
+#define NIBBLE_KERNELS_COMMON_H_
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "kernels/table.h"
+#include "nibble/types.h"
+
+namespace nibble::kernels {
+
+static inline uint32_t FloatBits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+static inline float BitsFloat(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+static inline float HalfBitsToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  const uint32_t man = h & 0x3ffu;
+  if (exp == 0) {
+    // Zero or subnormal: man * 2^-24, exact in float.
+    const float mag = static_cast<float>(man) * 5.9604644775390625e-8f;
+    return sign ? -mag : mag;
+  }
+  if (exp == 31) return BitsFloat(sign | 0x7f800000u | (man << 13));
+  return BitsFloat(sign | ((exp + 112) << 23) | (man << 13));
+}
+
+// IEEE binary32 -> binary16, round to nearest even, as VCVTPS2PH imm8=0:
+// overflow gives Inf, NaN keeps its top payload bits and is quieted.
+static inline uint16_t FloatToHalfBits(float f) {
+  const uint32_t x = FloatBits(f);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
+  const uint32_t ax = x & 0x7fffffffu;
+  if (ax >= 0x7f800000u) {
+    if (ax == 0x7f800000u) return sign | 0x7c00u;
+    return static_cast<uint16_t>(sign | 0x7e00u | ((ax >> 13) & 0x3ffu));
+  }
+  if (ax >= 0x477ff000u) return sign | 0x7c00u;  // rounds to >= 65520
+  if (ax >= 0x38800000u) {                       // normal half
+    const uint32_t rounded =
+        ax + 0xfffu + ((ax >> 13) & 1u) - (112u << 23);
+    return static_cast<uint16_t>(sign | (rounded >> 13));
+  }
+  if (ax < 0x33000000u) return sign;  // below half of the smallest subnormal
+  // Subnormal half: value = m * 2^-24 with m = round(ax_value * 2^24).
+  const uint32_t e = ax >> 23;             // 102..112
+  const uint32_t m = (ax & 0x7fffffu) | 0x800000u;
+  const uint32_t shift = 126u - e;         // 14..24
+  const uint32_t q = m >> shift;
+  const uint32_t rem = m & ((1u << shift) - 1u);
+  const uint32_t half = 1u << (shift - 1u);
+  const uint32_t up = (rem > half || (rem == half && (q & 1u))) ? 1u : 0u;
+  return static_cast<uint16_t>(sign | (q + up));
+}
+
+static inline float Bf16BitsToFloat(uint16_t b) {
+  return BitsFloat(static_cast<uint32_t>(b) << 16);
+}
+
+static inline uint16_t FloatToBf16Bits(float f) {
+  const uint32_t x = FloatBits(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u)
+    return static_cast<uint16_t>((x >> 16) | 0x40u);
+  return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+// Largest finite value of an output dtype (dequantize saturates to it).
+static inline float MaxFinite(DType dt) {
+  switch (dt) {
+    case DType::kF16: return 65504.0f;
+    case DType::kBF16: return BitsFloat(0x7f7f0000u);
+    case DType::kF32: break;
+  }
+  return BitsFloat(0x7f7fffffu);
+}
+
+// Magnitude bits of the first element that is not finite, scanning
+// [begin, end) of one row; -1 when all are finite. Used only on error paths.
+static inline int64_t FindNonFinite(const void* row, DType dt, int64_t begin,
+                                    int64_t end) {
+  for (int64_t j = begin; j < end; ++j) {
+    bool bad;
+    if (dt == DType::kF32) {
+      bad = (static_cast<const uint32_t*>(row)[j] & 0x7fffffffu) >= 0x7f800000u;
+    } else {
+      const uint16_t v = static_cast<const uint16_t*>(row)[j] & 0x7fffu;
+      bad = v >= (dt == DType::kF16 ? 0x7c00u : 0x7f80u);
+    }
+    if (bad) return j;
+  }
+  return -1;
+}
+
+// Magnitude bits at or above this are NaN/Inf, per input dtype.
+static inline uint32_t NonFiniteBits(DType dt) {
+  switch (dt) {
+    case DType::kF16: return 0x7c00u;
+    case DType::kBF16: return 0x7f80u;
+    case DType::kF32: break;
+  }
+  return 0x7f800000u;
+}
+
+// Float value of magnitude bits of an input dtype.
+static inline float MagnitudeToFloat(uint32_t bits, DType dt) {
+  switch (dt) {
+    case DType::kF16: return HalfBitsToFloat(static_cast<uint16_t>(bits));
+    case DType::kBF16: return Bf16BitsToFloat(static_cast<uint16_t>(bits));
+    case DType::kF32: break;
+  }
+  return BitsFloat(bits);
+}
+
+// Per-group parameters, derived once per group by this scalar code on every
+// path.
+struct GroupParams {
+  float scale;  // the stored scale, as float (exact)
+  float inv;    // 1 / scale in float; 0 when scale is 0
+  float zp;     // zero point (asymmetric), an integer value in float
+  uint32_t scale_bits;  // stored representation (16 or 32 bits used)
+};
+
+// Smallest value of `dt` that is >= v (v > 0, finite). Returns false on
+// overflow. Positive results are at least 2^-24 (F16) or 2^-126 (BF16, F32).
+static inline bool RoundScaleUp(double v, DType dt, float* value,
+                                uint32_t* bits) {
+  float f = static_cast<float>(v);
+  if (std::isinf(f)) return false;
+  if (static_cast<double>(f) < v) f = std::nextafter(f, std::numeric_limits<float>::infinity());
+  if (dt == DType::kF32) {
+    if (f < 1.17549435e-38f) f = 1.17549435e-38f;
+    if (std::isinf(f)) return false;
+    *value = f;
+    *bits = FloatBits(f);
+    return true;
+  }
+  if (dt == DType::kF16) {
+    uint16_t h = FloatToHalfBits(f);
+    if (static_cast<double>(HalfBitsToFloat(h)) < v) ++h;  // h is positive
+    if (h == 0) h = 1;
+    if ((h & 0x7fffu) >= 0x7c00u) return false;
+    *value = HalfBitsToFloat(h);
+    *bits = h;
+    return true;
+  }
+  uint16_t b = FloatToBf16Bits(f);
+  if (static_cast<double>(Bf16BitsToFloat(b)) < v) ++b;
+  if (b < 0x0080u) b = 0x0080u;
+  if ((b & 0x7fffu) >= 0x7f80u) return false;
+  *value = Bf16BitsToFloat(b);
+  *bits = b;
+  return true;
+}
+
+// Symmetric: scale = absmax / qmax rounded up. False on scale overflow.
+static inline bool DeriveSymmetric(float absmax, int qmax, DType scale_dtype,
+                                   GroupParams* p) {
+  p->zp = 0.0f;
+  if (absmax == 0.0f) {
+    p->scale = 0.0f;
+    p->inv = 0.0f;
+    p->scale_bits = 0;
+    return true;
+  }
+  if (!RoundScaleUp(static_cast<double>(absmax) / qmax, scale_dtype, &p->scale,
+                    &p->scale_bits))
+    return false;
+  p->inv = 1.0f / p->scale;
+  return true;
+}
+
+// Asymmetric over [min(lo, 0), max(hi, 0)]. False on scale overflow.
+static inline bool DeriveAsymmetric(float lo, float hi, int qmax,
+                                    DType scale_dtype, GroupParams* p) {
+  const double l = lo < 0.0f ? static_cast<double>(lo) : 0.0;
+  const double h = hi > 0.0f ? static_cast<double>(hi) : 0.0;
+  const double range = h - l;  // exact: two floats of opposite sign
+  if (range == 0.0) {
+    p->scale = 0.0f;
+    p->inv = 0.0f;
+    p->zp = 0.0f;
+    p->scale_bits = 0;
+    return true;
+  }
+  if (!RoundScaleUp(range / qmax, scale_dtype, &p->scale, &p->scale_bits))
+    return false;
+  p->inv = 1.0f / p->scale;
+  float zp = std::nearbyint(static_cast<float>(-l) * p->inv);
+  if (zp < 0.0f) zp = 0.0f;
+  if (zp > static_cast<float>(qmax)) zp = static_cast<float>(qmax);
+  p->zp = zp;
+  return true;
+}
+
+static inline void StoreScale(void* scales, int64_t index, DType dt,
+                              uint32_t bits) {
+  if (dt == DType::kF32) {
+    static_cast<uint32_t*>(scales)[index] = bits;
+  } else {
+    static_cast<uint16_t*>(scales)[index] = static_cast<uint16_t>(bits);
+  }
+}
+
+static inline float LoadScale(const void* scales, int64_t index, DType dt) {
+  switch (dt) {
+    case DType::kF16:
+      return HalfBitsToFloat(static_cast<const uint16_t*>(scales)[index]);
+    case DType::kBF16:
+      return Bf16BitsToFloat(static_cast<const uint16_t*>(scales)[index]);
+    case DType::kF32: break;
+  }
+  return static_cast<const float*>(scales)[index];
+}
+
+// Metric lanes: column j of a row accumulates into float lane j % 16; every
+// kFlushCols columns (and at the row's end) the float lanes are added into
+// double lanes lane by lane and reset; at the row's end the double lanes are
+// reduced by SumLanes. Every path must follow exactly this shape.
+constexpr int kLanes = 16;
+constexpr int64_t kFlushCols = 256;
+
+static inline double SumLanes(const double* lanes) {
+  double t[8];
+  for (int i = 0; i < 8; ++i) t[i] = lanes[i] + lanes[i + 8];
+  for (int i = 0; i < 4; ++i) t[i] = t[i] + t[i + 4];
+  for (int i = 0; i < 2; ++i) t[i] = t[i] + t[i + 2];
+  return t[0] + t[1];
+}
+
+static inline int QMax(int bits, bool symmetric) {
+  if (bits == 8) return symmetric ? 127 : 255;
+  return symmetric ? 7 : 15;
+}
+
+}  // namespace nibble::kernels
+
+#endif  // NIBBLE_KERNELS_COMMON_H_

@@ -1,0 +1,259 @@
+// The scalar reference path: the specification every SIMD path reproduces
+// byte for byte. Written for clarity, element by element, following the
+// metric lane shape documented in common.h.
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/common.h"
+#include "kernels/table.h"
+
+namespace nibble::kernels {
+namespace {
+
+template <DType kIn>
+inline float LoadElem(const void* row, int64_t j) {
+  if constexpr (kIn == DType::kF32) {
+    return static_cast<const float*>(row)[j];
+  } else if constexpr (kIn == DType::kF16) {
+    return HalfBitsToFloat(static_cast<const uint16_t*>(row)[j]);
+  } else {
+    return Bf16BitsToFloat(static_cast<const uint16_t*>(row)[j]);
+  }
+}
+
+template <DType kIn>
+inline uint32_t MagBits(const void* row, int64_t j) {
+  if constexpr (kIn == DType::kF32) {
+    return static_cast<const uint32_t*>(row)[j] & 0x7fffffffu;
+  } else {
+    return static_cast<const uint16_t*>(row)[j] & 0x7fffu;
+  }
+}
+
+struct Lanes {
+  float e2[kLanes], x2[kLanes], xe[kLanes];
+  double de2[kLanes], dx2[kLanes], dxe[kLanes];
+  float max_abs;
+
+  void Reset() {
+    for (int l = 0; l < kLanes; ++l) {
+      e2[l] = x2[l] = xe[l] = 0.0f;
+      de2[l] = dx2[l] = dxe[l] = 0.0;
+    }
+    max_abs = 0.0f;
+  }
+  void Add(int64_t j, float x, float e) {
+    const int l = static_cast<int>(j & (kLanes - 1));
+    e2[l] = std::fma(e, e, e2[l]);
+    x2[l] = std::fma(x, x, x2[l]);
+    xe[l] = std::fma(x, e, xe[l]);
+    const float a = std::fabs(e);
+    max_abs = a > max_abs ? a : max_abs;
+  }
+  void Flush() {
+    for (int l = 0; l < kLanes; ++l) {
+      de2[l] += static_cast<double>(e2[l]);
+      dx2[l] += static_cast<double>(x2[l]);
+      dxe[l] += static_cast<double>(xe[l]);
+      e2[l] = x2[l] = xe[l] = 0.0f;
+    }
+  }
+};
+
+template <DType kIn, int kBits, bool kSym, bool kMetrics>
+void QuantizeRowsT(const QuantizeArgs& a, int64_t row_begin, int64_t row_end,
+                   RowOutcome* outcomes) {
+  const int qmax = QMax(kBits, kSym);
+  const float lo_clamp = kSym ? -static_cast<float>(qmax) : 0.0f;
+  const float hi_clamp = static_cast<float>(qmax);
+  const int64_t groups = a.cols / a.group;
+  const size_t esize = kIn == DType::kF32 ? 4 : 2;
+  Lanes lanes;
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    RowOutcome& o = outcomes[r - row_begin];
+    o = RowOutcome{0.0, 0.0, 0.0, 0.0f, kRowOk, -1};
+    const void* row = static_cast<const uint8_t*>(a.in) +
+                      static_cast<size_t>(r) * a.in_stride * esize;
+    uint8_t* codes = a.codes + r * a.codes_stride;
+    void* scales = static_cast<uint8_t*>(a.scales) +
+                   static_cast<size_t>(r) * a.scales_stride *
+                       (a.scale_dtype == DType::kF32 ? 4 : 2);
+    uint8_t* zps = kSym ? nullptr : a.zero_points + r * a.zero_points_stride;
+    if (kMetrics) lanes.Reset();
+    float pad_code = kSym ? 8.0f : 0.0f;
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t c0 = g * a.group, c1 = c0 + a.group;
+      uint32_t amax = 0;
+      float lo = 0.0f, hi = 0.0f;
+      for (int64_t j = c0; j < c1; ++j) {
+        const uint32_t m = MagBits<kIn>(row, j);
+        amax = m > amax ? m : amax;
+        if (!kSym) {
+          const float v = LoadElem<kIn>(row, j);
+          lo = v < lo ? v : lo;
+          hi = v > hi ? v : hi;
+        }
+      }
+      if (amax >= NonFiniteBits(kIn)) {
+        o.status = kRowNonFinite;
+        o.bad_col = FindNonFinite(row, kIn, c0, c1);
+        break;
+      }
+      GroupParams p;
+      const bool fits =
+          kSym ? DeriveSymmetric(MagnitudeToFloat(amax, kIn), qmax,
+                                 a.scale_dtype, &p)
+               : DeriveAsymmetric(lo, hi, qmax, a.scale_dtype, &p);
+      if (!fits) {
+        o.status = kRowScaleOverflow;
+        o.bad_col = c0;
+        break;
+      }
+      StoreScale(scales, g, a.scale_dtype, p.scale_bits);
+      if (!kSym) {
+        zps[g] = static_cast<uint8_t>(p.zp);
+        pad_code = p.zp;
+      }
+      for (int64_t j = c0; j < c1; ++j) {
+        const float x = LoadElem<kIn>(row, j);
+        float q = std::nearbyint(x * p.inv);
+        if (!kSym) q = q + p.zp;
+        q = q < lo_clamp ? lo_clamp : q;
+        q = q > hi_clamp ? hi_clamp : q;
+        const int code = static_cast<int>(q);
+        if (kBits == 8) {
+          codes[j] = static_cast<uint8_t>(code);
+        } else {
+          const uint8_t nib = static_cast<uint8_t>(kSym ? code + 8 : code);
+          if ((j & 1) == 0) {
+            codes[j >> 1] = nib;
+          } else {
+            codes[j >> 1] = static_cast<uint8_t>(codes[j >> 1] | (nib << 4));
+          }
+        }
+        if (kMetrics) {
+          const float d = (kSym ? q : q - p.zp) * p.scale;
+          lanes.Add(j, x, d - x);
+          if ((j & (kFlushCols - 1)) == kFlushCols - 1) lanes.Flush();
+        }
+      }
+    }
+    if (o.status != kRowOk) continue;
+    if (kBits == 4 && (a.cols & 1)) {
+      // The missing element of the last byte is quantized as 0.0.
+      const int64_t last = a.cols >> 1;
+      codes[last] = static_cast<uint8_t>(
+          codes[last] | (static_cast<uint8_t>(pad_code) << 4));
+    }
+    if (kMetrics) {
+      lanes.Flush();
+      o.sum_sq_error = SumLanes(lanes.de2);
+      o.sum_sq_ref = SumLanes(lanes.dx2);
+      o.sum_ref_error = SumLanes(lanes.dxe);
+      o.max_abs_error = lanes.max_abs;
+    }
+  }
+}
+
+template <DType kIn, int kBits, bool kSym>
+void QuantizeRowsM(const QuantizeArgs& a, int64_t r0, int64_t r1,
+                   RowOutcome* o) {
+  if (a.metrics) {
+    QuantizeRowsT<kIn, kBits, kSym, true>(a, r0, r1, o);
+  } else {
+    QuantizeRowsT<kIn, kBits, kSym, false>(a, r0, r1, o);
+  }
+}
+
+template <DType kIn>
+void QuantizeRowsD(const QuantizeArgs& a, int64_t r0, int64_t r1,
+                   RowOutcome* o) {
+  if (a.bits == 8) {
+    a.symmetric ? QuantizeRowsM<kIn, 8, true>(a, r0, r1, o)
+                : QuantizeRowsM<kIn, 8, false>(a, r0, r1, o);
+  } else {
+    a.symmetric ? QuantizeRowsM<kIn, 4, true>(a, r0, r1, o)
+                : QuantizeRowsM<kIn, 4, false>(a, r0, r1, o);
+  }
+}
+
+void QuantizeRows(const QuantizeArgs& a, int64_t r0, int64_t r1,
+                  RowOutcome* o) {
+  switch (a.in_dtype) {
+    case DType::kF32: QuantizeRowsD<DType::kF32>(a, r0, r1, o); break;
+    case DType::kF16: QuantizeRowsD<DType::kF16>(a, r0, r1, o); break;
+    case DType::kBF16: QuantizeRowsD<DType::kBF16>(a, r0, r1, o); break;
+  }
+}
+
+template <DType kOut>
+inline void StoreElem(void* row, int64_t j, float w) {
+  if constexpr (kOut == DType::kF32) {
+    static_cast<float*>(row)[j] = w;
+  } else if constexpr (kOut == DType::kF16) {
+    static_cast<uint16_t*>(row)[j] = FloatToHalfBits(w);
+  } else {
+    static_cast<uint16_t*>(row)[j] = FloatToBf16Bits(w);
+  }
+}
+
+template <DType kOut, int kBits, bool kSym>
+void DequantizeRowsT(const DequantizeArgs& a, int64_t row_begin,
+                     int64_t row_end) {
+  const int64_t groups = a.cols / a.group;
+  const float mf = MaxFinite(kOut);
+  const size_t osize = kOut == DType::kF32 ? 4 : 2;
+  const size_t ssize = a.scale_dtype == DType::kF32 ? 4 : 2;
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint8_t* codes = a.codes + r * a.codes_stride;
+    const void* scales = static_cast<const uint8_t*>(a.scales) +
+                         static_cast<size_t>(r) * a.scales_stride * ssize;
+    void* out = static_cast<uint8_t*>(a.out) +
+                static_cast<size_t>(r) * a.out_stride * osize;
+    for (int64_t g = 0; g < groups; ++g) {
+      const float s = LoadScale(scales, g, a.scale_dtype);
+      const int zp = kSym ? 0 : a.zero_points[r * a.zero_points_stride + g];
+      for (int64_t j = g * a.group; j < (g + 1) * a.group; ++j) {
+        int v;
+        if (kBits == 8) {
+          v = kSym ? static_cast<int>(static_cast<int8_t>(codes[j]))
+                   : static_cast<int>(codes[j]);
+        } else {
+          const int nib = (codes[j >> 1] >> ((j & 1) * 4)) & 0xf;
+          v = kSym ? nib - 8 : nib;
+        }
+        float w = static_cast<float>(v - zp) * s;
+        w = w > mf ? mf : w;
+        w = w < -mf ? -mf : w;
+        StoreElem<kOut>(out, j, w);
+      }
+    }
+  }
+}
+
+template <DType kOut>
+void DequantizeRowsD(const DequantizeArgs& a, int64_t r0, int64_t r1) {
+  if (a.bits == 8) {
+    a.symmetric ? DequantizeRowsT<kOut, 8, true>(a, r0, r1)
+                : DequantizeRowsT<kOut, 8, false>(a, r0, r1);
+  } else {
+    a.symmetric ? DequantizeRowsT<kOut, 4, true>(a, r0, r1)
+                : DequantizeRowsT<kOut, 4, false>(a, r0, r1);
+  }
+}
+
+void DequantizeRows(const DequantizeArgs& a, int64_t r0, int64_t r1) {
+  switch (a.out_dtype) {
+    case DType::kF32: DequantizeRowsD<DType::kF32>(a, r0, r1); break;
+    case DType::kF16: DequantizeRowsD<DType::kF16>(a, r0, r1); break;
+    case DType::kBF16: DequantizeRowsD<DType::kBF16>(a, r0, r1); break;
+  }
+}
+
+constexpr Table kScalarTable = {Isa::kScalar, &QuantizeRows, &DequantizeRows};
+
+}  // namespace
+
+const Table* ScalarTable() { return &kScalarTable; }
+
+}  // namespace nibble::kernels
