@@ -124,10 +124,12 @@ Status ResolveIsa(Isa requested, Isa* resolved) {
     source = "NIBBLE_ISA";
   }
   if (!IsaSupported(isa)) {
+    const bool cpu_has = isa == Isa::kAvx2 ? Features().avx2 : Features().avx512;
     return Status(StatusCode::kUnsupported,
-                  std::string(source) + " ISA path '" + IsaName(isa) +
-                      "' is not supported by this CPU (it has: " +
-                      CpuFeatureString() + ")");
+                  std::string(source) + " ISA path '" + IsaName(isa) + "' " +
+                      (cpu_has ? "was not built into this binary"
+                               : "is not supported by this CPU") +
+                      " (CPU features: " + CpuFeatureString() + ")");
   }
   *resolved = isa;
   return Status::Ok();

@@ -38,6 +38,16 @@ struct ConstQuantizedView {
   int64_t scales_stride = 0;
   const uint8_t* zero_points = nullptr;
   int64_t zero_points_stride = 0;
+
+  ConstQuantizedView() = default;
+  ConstQuantizedView(const uint8_t* c, int64_t cs, const void* s, int64_t ss,
+                     const uint8_t* z, int64_t zs)
+      : codes(c), codes_stride(cs), scales(s), scales_stride(ss),
+        zero_points(z), zero_points_stride(zs) {}
+  // A writable view reads as well.
+  ConstQuantizedView(const QuantizedView& v)  // NOLINT(runtime/explicit)
+      : ConstQuantizedView(v.codes, v.codes_stride, v.scales, v.scales_stride,
+                           v.zero_points, v.zero_points_stride) {}
 };
 
 // Owning storage, densely packed, for tools and tests.

@@ -1,6 +1,1003 @@
-// Placeholder until the avx512 kernels land: the path reports itself absent.
+// The AVX-512 (F/BW/VL/DQ) path: byte-identical to scalar.cc, which is the
+// specification. One zmm holds 16 floats (pass 2) or 32 16-bit inputs
+// (pass 1); tails use zero-filling masked loads and masked stores, so no row
+// is read or written past its end (software prefetches may point past it;
+// they never fault).
+//
+// Why zero fill is neutral: pass 1 takes maxima of non-negative bit patterns
+// that start at 0; an element of 0.0 quantizes to the code of 0.0 (which is
+// exactly the pad nibble of an odd INT4 row), dequantizes to 0 and has e = 0,
+// and fma(0, 0, acc) == acc because no metric lane ever holds -0.0 (it starts
+// at +0.0 and an exact zero sum rounds to +0.0).
+
+// GCC 12.2's AVX-512 headers pass `__m512i __Y = __Y;` (_mm512_undefined_*)
+// as the pass-through operand of plain intrinsics such as _mm512_srli_epi32,
+// which -Wuninitialized (not only -Wmaybe-uninitialized, which CMake already
+// silences for this file) reports at the header's line once inlined (GCC bug
+// 105593, fixed in 12.3). The state must be set around the header itself.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+
+#include <cstdint>
+
+#include "dispatch.h"
+#include "kernels/common.h"
 #include "kernels/table.h"
+#include "nibble/types.h"
+
+// After every include: only the kernels below get AVX-512 encodings, never an
+// inline helper shared with the scalar path (see style.md).
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
 
 namespace nibble::kernels {
-const Table* Avx512Table() { return nullptr; }
+namespace {
+
+// ---------------------------------------------------------------------------
+// Masks and loads.
+
+// The first n lanes (n >= 0; n beyond the lane count means all of them).
+inline __mmask16 Mask16(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xffff)
+                 : static_cast<__mmask16>((1u << n) - 1u);
+}
+inline __mmask32 Mask32(int64_t n) {
+  return n >= 32 ? static_cast<__mmask32>(0xffffffffu)
+                 : static_cast<__mmask32>((1u << n) - 1u);
+}
+inline __mmask64 Mask64(int64_t n) {
+  return n >= 64 ? static_cast<__mmask64>(~0ull)
+                 : static_cast<__mmask64>((1ull << n) - 1ull);
+}
+
+// 16 input elements starting at column j as floats; kMasked: only the first
+// n (<= 16, may be <= 0) are read, the rest are 0.0.
+template <DType kIn, bool kMasked>
+inline __m512 LoadX(const void* row, int64_t j, int64_t n) {
+  if constexpr (kIn == DType::kF32) {
+    const float* p = static_cast<const float*>(row) + j;
+    if constexpr (kMasked) {
+      return _mm512_maskz_loadu_ps(Mask16(n > 0 ? n : 0), p);
+    } else {
+      return _mm512_loadu_ps(p);
+    }
+  } else {
+    const uint16_t* p = static_cast<const uint16_t*>(row) + j;
+    __m256i h;
+    if constexpr (kMasked) {
+      h = _mm256_maskz_loadu_epi16(Mask16(n > 0 ? n : 0), p);
+    } else {
+      h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    }
+    if constexpr (kIn == DType::kF16) {
+      return _mm512_cvtph_ps(h);
+    } else {
+      return _mm512_castsi512_ps(
+          _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Pass 1: integer maxima over the group's bit patterns.
+//
+// Symmetric: max of the magnitude bits (exact; NaN/Inf show up as >=
+// NonFiniteBits). Asymmetric: the scalar path's float min and max starting
+// at 0.0 are recovered from the bits, which is exact and cheaper than
+// converting: among non-negative patterns the signed integer maximum is the
+// largest value (hi), and among negative ones the unsigned maximum has the
+// largest magnitude (lo = -magnitude). Starting both at 0 reproduces the
+// "start at 0.0" of the scalar loop; -0.0 as lo is treated as 0 by
+// DeriveAsymmetric exactly like +0.0.
+//
+// Each group leaves one vector of lane maxima (u16 lanes for F16/BF16, u32
+// for F32); the lanes of the 16 groups of a batch are then reduced together
+// by a transpose tree (about 3 instructions per group instead of a dozen).
+
+// Lane maxima of columns [c0, c1) of a row. hi: symmetric, magnitude maxima;
+// asymmetric, signed maxima started at 0 (so every lane is a non-negative
+// pattern). neg (asymmetric): unsigned maxima of the raw patterns.
+template <DType kIn, bool kSym>
+inline void ScanGroupLanes(const void* row, int64_t c0, int64_t c1, __m512i* hi,
+                           __m512i* neg) {
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, n0 = a0, n1 = a0;
+  if constexpr (kIn == DType::kF32) {
+    const uint32_t* p = static_cast<const uint32_t*>(row);
+    const __m512i mag = _mm512_set1_epi32(0x7fffffff);
+    int64_t j = c0;
+    for (; j + 32 <= c1; j += 32) {
+      const __m512i v0 = _mm512_loadu_si512(p + j);
+      const __m512i v1 = _mm512_loadu_si512(p + j + 16);
+      if constexpr (kSym) {
+        a0 = _mm512_max_epu32(a0, _mm512_and_si512(v0, mag));
+        a1 = _mm512_max_epu32(a1, _mm512_and_si512(v1, mag));
+      } else {
+        a0 = _mm512_max_epi32(a0, v0);
+        a1 = _mm512_max_epi32(a1, v1);
+        n0 = _mm512_max_epu32(n0, v0);
+        n1 = _mm512_max_epu32(n1, v1);
+      }
+    }
+    for (; j < c1; j += 16) {
+      const __m512i v = _mm512_maskz_loadu_epi32(Mask16(c1 - j), p + j);
+      if constexpr (kSym) {
+        a0 = _mm512_max_epu32(a0, _mm512_and_si512(v, mag));
+      } else {
+        a0 = _mm512_max_epi32(a0, v);
+        n0 = _mm512_max_epu32(n0, v);
+      }
+    }
+    *hi = kSym ? _mm512_max_epu32(a0, a1) : _mm512_max_epi32(a0, a1);
+    if constexpr (!kSym) *neg = _mm512_max_epu32(n0, n1);
+  } else {
+    const uint16_t* p = static_cast<const uint16_t*>(row);
+    const __m512i mag = _mm512_set1_epi16(0x7fff);
+    int64_t j = c0;
+    for (; j + 64 <= c1; j += 64) {
+      const __m512i v0 = _mm512_loadu_si512(p + j);
+      const __m512i v1 = _mm512_loadu_si512(p + j + 32);
+      if constexpr (kSym) {
+        a0 = _mm512_max_epu16(a0, _mm512_and_si512(v0, mag));
+        a1 = _mm512_max_epu16(a1, _mm512_and_si512(v1, mag));
+      } else {
+        a0 = _mm512_max_epi16(a0, v0);
+        a1 = _mm512_max_epi16(a1, v1);
+        n0 = _mm512_max_epu16(n0, v0);
+        n1 = _mm512_max_epu16(n1, v1);
+      }
+    }
+    for (; j < c1; j += 32) {
+      const __m512i v = _mm512_maskz_loadu_epi16(Mask32(c1 - j), p + j);
+      if constexpr (kSym) {
+        a0 = _mm512_max_epu16(a0, _mm512_and_si512(v, mag));
+      } else {
+        a0 = _mm512_max_epi16(a0, v);
+        n0 = _mm512_max_epu16(n0, v);
+      }
+    }
+    *hi = kSym ? _mm512_max_epu16(a0, a1) : _mm512_max_epi16(a0, a1);
+    if constexpr (!kSym) *neg = _mm512_max_epu16(n0, n1);
+  }
+}
+
+// v[k] (32 u16 lanes each) -> lane k of the result = max over v[k], as u32.
+// Each step interleaves pairs of vectors and keeps the larger halves: after
+// the 16-, 32- and 64-bit steps every 128-bit lane holds one partial maximum
+// of each of 8 groups; the last two steps fold the four 128-bit lanes.
+inline __m512i TreeMaxU16(const __m512i* v) {
+  __m512i r[8], s[4], t[2];
+  for (int k = 0; k < 8; ++k)
+    r[k] = _mm512_max_epu16(_mm512_unpacklo_epi16(v[2 * k], v[2 * k + 1]),
+                            _mm512_unpackhi_epi16(v[2 * k], v[2 * k + 1]));
+  for (int k = 0; k < 4; ++k)
+    s[k] = _mm512_max_epu16(_mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]),
+                            _mm512_unpackhi_epi32(r[2 * k], r[2 * k + 1]));
+  for (int k = 0; k < 2; ++k)
+    t[k] = _mm512_max_epu16(_mm512_unpacklo_epi64(s[2 * k], s[2 * k + 1]),
+                            _mm512_unpackhi_epi64(s[2 * k], s[2 * k + 1]));
+  // [t0 l0|l2, t0 l1|l3, t1 l0|l2, t1 l1|l3]
+  const __m512i x = _mm512_max_epu16(
+      _mm512_shuffle_i32x4(t[0], t[1], _MM_SHUFFLE(1, 0, 1, 0)),
+      _mm512_shuffle_i32x4(t[0], t[1], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512i z = _mm512_shuffle_i32x4(x, x, _MM_SHUFFLE(3, 1, 2, 0));
+  return _mm512_cvtepu16_epi32(_mm256_max_epu16(
+      _mm512_castsi512_si256(z), _mm512_extracti32x8_epi32(z, 1)));
+}
+
+// The same for 16 u32 lanes per vector.
+inline __m512i TreeMaxU32(const __m512i* v) {
+  __m512i r[8], s[4], x[2];
+  for (int k = 0; k < 8; ++k)
+    r[k] = _mm512_max_epu32(_mm512_unpacklo_epi32(v[2 * k], v[2 * k + 1]),
+                            _mm512_unpackhi_epi32(v[2 * k], v[2 * k + 1]));
+  for (int k = 0; k < 4; ++k)
+    s[k] = _mm512_max_epu32(_mm512_unpacklo_epi64(r[2 * k], r[2 * k + 1]),
+                            _mm512_unpackhi_epi64(r[2 * k], r[2 * k + 1]));
+  for (int k = 0; k < 2; ++k)
+    x[k] = _mm512_max_epu32(
+        _mm512_shuffle_i32x4(s[2 * k], s[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+        _mm512_shuffle_i32x4(s[2 * k], s[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  return _mm512_max_epu32(
+      _mm512_shuffle_i32x4(x[0], x[1], _MM_SHUFFLE(2, 0, 2, 0)),
+      _mm512_shuffle_i32x4(x[0], x[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// Magnitude bits per group of a batch (lane k = group k; 0 past nb).
+struct BatchBits {
+  __m512i hi;   // of max(max, 0) (symmetric: of absmax)
+  __m512i neg;  // of -min(min, 0) (asymmetric only)
+};
+
+template <DType kIn, bool kSym>
+inline BatchBits ScanBatch(const void* row, int64_t c0, int64_t group, int nb) {
+  __m512i hv[16], nv[16];
+  for (int k = 0; k < nb; ++k)
+    ScanGroupLanes<kIn, kSym>(row, c0 + k * group, c0 + (k + 1) * group, &hv[k],
+                              &nv[k]);
+  for (int k = nb; k < 16; ++k) hv[k] = nv[k] = _mm512_setzero_si512();
+  constexpr bool kWide = kIn == DType::kF32;
+  BatchBits b;
+  b.hi = kWide ? TreeMaxU32(hv) : TreeMaxU16(hv);
+  if constexpr (kSym) {
+    b.neg = _mm512_setzero_si512();
+  } else {
+    const __m512i n = kWide ? TreeMaxU32(nv) : TreeMaxU16(nv);
+    const __m512i sign = _mm512_set1_epi32(kWide ? INT32_MIN : 0x8000);
+    const __m512i mag = _mm512_set1_epi32(kWide ? 0x7fffffff : 0x7fff);
+    b.neg = _mm512_maskz_and_epi32(_mm512_test_epi32_mask(n, sign), n, mag);
+  }
+  return b;
+}
+
+// ---------------------------------------------------------------------------
+// Pass 2: quantize, pack, measure.
+
+struct VecParams {
+  __m512 inv, zp, scale, lo, hi;
+  __m512i zp_i, lo_i, hi_i;  // the same as integers
+  // Bytes ahead of the current input to prefetch: the span of one batch
+  // (at most kMaxPrefetch), so that pass 1 of the next batch or row finds
+  // its data in cache. Measured 15-20% on whole-row groups (F16 INT8
+  // per-channel), where pass 1 is otherwise a plain stream with no
+  // arithmetic to overlap; neutral on 128-column groups.
+  int64_t prefetch;
+};
+constexpr int64_t kMaxPrefetch = 64 * 1024;
+
+struct MetricLanes {
+  __m512 e2, x2, xe, max_abs;
+  __m512d de2[2], dx2[2], dxe[2];
+
+  void Reset() {
+    e2 = x2 = xe = max_abs = _mm512_setzero_ps();
+    for (int i = 0; i < 2; ++i) {
+      de2[i] = dx2[i] = dxe[i] = _mm512_setzero_pd();
+    }
+  }
+  static void FlushOne(__m512& f, __m512d* d) {
+    d[0] = _mm512_add_pd(d[0], _mm512_cvtps_pd(_mm512_castps512_ps256(f)));
+    d[1] = _mm512_add_pd(d[1], _mm512_cvtps_pd(_mm512_extractf32x8_ps(f, 1)));
+    f = _mm512_setzero_ps();
+  }
+  void Flush() {
+    FlushOne(e2, de2);
+    FlushOne(x2, dx2);
+    FlushOne(xe, dxe);
+  }
+  // Lane i of x and q is column 16k + i of the row.
+  void Add(__m512 x, __m512 d) {
+    const __m512 e = _mm512_sub_ps(d, x);
+    e2 = _mm512_fmadd_ps(e, e, e2);
+    x2 = _mm512_fmadd_ps(x, x, x2);
+    xe = _mm512_fmadd_ps(x, e, xe);
+    // max(|e|, |max_abs|) in one VRANGEPS (imm 0b1011: larger magnitude,
+    // sign cleared). No lane holds a NaN, so this is the scalar
+    // `a > max ? a : max` on a = |e|.
+    max_abs = _mm512_range_ps(e, max_abs, 0x0b);
+  }
+};
+
+// GCC 12's _mm512_reduce_max_ps extracts through _mm256_undefined_ps(); this
+// uses the DQ extract instead.
+inline float ReduceMaxPs(__m512 v) {
+  __m256 m =
+      _mm256_max_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+  __m128 x = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  x = _mm_max_ps(x, _mm_shuffle_ps(x, x, 0x4e));
+  x = _mm_max_ps(x, _mm_shuffle_ps(x, x, 0xb1));
+  return _mm_cvtss_f32(x);
+}
+
+inline double SumDoubleLanes(const __m512d* d) {
+  alignas(64) double lanes[kLanes];
+  _mm512_store_pd(lanes, d[0]);
+  _mm512_store_pd(lanes + 8, d[1]);
+  return SumLanes(lanes);
+}
+
+// The clamped code value of 16 elements, as float (an integer value).
+template <bool kSym>
+inline __m512 QuantizeVec(__m512 x, const VecParams& p) {
+  __m512 q = _mm512_roundscale_ps(
+      _mm512_mul_ps(x, p.inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  if constexpr (!kSym) q = _mm512_add_ps(q, p.zp);
+  // As the scalar `q < lo ? lo : q` then `q > hi ? hi : q`.
+  q = _mm512_max_ps(p.lo, q);
+  return _mm512_min_ps(p.hi, q);
+}
+
+// The same codes computed in the integer domain, one instruction shorter:
+// VCVTPS2DQ with embedded round-to-nearest-even ({rn-sae}, MXCSR untouched)
+// is ROUNDSCALE followed by an exact conversion, and every rounded value is
+// an integer of magnitude at most qmax (the scale is at least absmax / qmax,
+// (hi - lo) / qmax when asymmetric), so adding the zero point (<= qmax) and
+// clamping (max then min) give the same integers in int32 as in float.
+// Measured 12% faster on F16 -> INT4-g128. Used when no metric needs the
+// float level; the metrics path keeps the float sequence of scalar.cc.
+template <bool kSym>
+inline __m512i QuantizeVecInt(__m512 x, const VecParams& p) {
+  __m512i q = _mm512_cvt_roundps_epi32(
+      _mm512_mul_ps(x, p.inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  if constexpr (!kSym) q = _mm512_add_epi32(q, p.zp_i);
+  q = _mm512_max_epi32(p.lo_i, q);
+  return _mm512_min_epi32(p.hi_i, q);
+}
+
+// Dword k of the packed result picks the 4 bytes that came from vector k / 4,
+// elements 4 (k % 4) ..: undoes the 128-bit-lane interleave of packs/packus.
+inline __m512i PackOrder() {
+  return _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11,
+                           15);
+}
+
+// kVecs (2 or 4) vectors of 16 elements starting at column j (a multiple of
+// 16). kMasked: only the first n elements exist (n < 16 * kVecs); the rest
+// are loaded as 0 and not stored. Metric lanes see the vectors in column
+// order.
+template <DType kIn, int kBits, bool kSym, bool kMetrics, int kVecs,
+          bool kMasked>
+inline void QuantizeChunk(const void* row, int64_t j, int64_t n, uint8_t* codes,
+                          const VecParams& p, MetricLanes& m) {
+  __m512 x[4], q[4];
+  __m512i c[4];
+  if constexpr (!kMasked && kVecs == 4) {
+    constexpr int64_t kEs = kIn == DType::kF32 ? 4 : 2;
+    const char* ahead = static_cast<const char*>(row) + j * kEs + p.prefetch;
+    for (int64_t l = 0; l < 64 * kEs; l += 64)
+      _mm_prefetch(ahead + l, _MM_HINT_T0);
+  }
+  for (int v = 0; v < kVecs; ++v) {
+    x[v] = LoadX<kIn, kMasked>(row, j + 16 * v, n - 16 * v);
+    if constexpr (kMetrics) {
+      q[v] = QuantizeVec<kSym>(x[v], p);
+      // q is an integer value in range: truncation is exact.
+      c[v] = _mm512_cvttps_epi32(q[v]);
+    } else {
+      c[v] = QuantizeVecInt<kSym>(x[v], p);
+    }
+  }
+  for (int v = kVecs; v < 4; ++v) c[v] = _mm512_setzero_si512();
+  // int32 -> 8-bit codes in column order (packs interleave 128-bit lanes).
+  const __m512i ab = _mm512_packs_epi32(c[0], c[1]);
+  const __m512i cd = _mm512_packs_epi32(c[2], c[3]);
+  __m512i bytes =
+      kSym ? _mm512_packs_epi16(ab, cd) : _mm512_packus_epi16(ab, cd);
+  bytes = _mm512_permutexvar_epi32(PackOrder(), bytes);
+  if constexpr (kBits == 8) {
+    uint8_t* dst = codes + j;
+    if constexpr (kVecs == 4) {
+      if constexpr (kMasked) {
+        _mm512_mask_storeu_epi8(dst, Mask64(n), bytes);
+      } else {
+        _mm512_storeu_si512(dst, bytes);
+      }
+    } else {
+      const __m256i b = _mm512_castsi512_si256(bytes);
+      if constexpr (kMasked) {
+        _mm256_mask_storeu_epi8(dst, Mask32(n), b);
+      } else {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), b);
+      }
+    }
+  } else {
+    // Byte k = code(2k) + 16 * code(2k+1). Symmetric codes are signed bytes
+    // -7..7: (c0 + 8) + 16 (c1 + 8) = c0 + 16 c1 + 136.
+    const __m512i w = _mm512_set1_epi16(0x1001);  // bytes {1, 16}
+    __m512i pairs;
+    if constexpr (kSym) {
+      pairs = _mm512_add_epi16(_mm512_maddubs_epi16(w, bytes),
+                               _mm512_set1_epi16(136));
+    } else {
+      pairs = _mm512_maddubs_epi16(bytes, w);
+    }
+    uint8_t* dst = codes + (j >> 1);
+    if constexpr (kVecs == 4) {
+      const __m256i b = _mm512_cvtepi16_epi8(pairs);
+      if constexpr (kMasked) {
+        _mm256_mask_storeu_epi8(dst, Mask32((n + 1) >> 1), b);
+      } else {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), b);
+      }
+    } else {
+      const __m128i b = _mm256_cvtepi16_epi8(_mm512_castsi512_si256(pairs));
+      if constexpr (kMasked) {
+        _mm_mask_storeu_epi8(dst, Mask16((n + 1) >> 1), b);
+      } else {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), b);
+      }
+    }
+  }
+  if constexpr (kMetrics) {
+    for (int v = 0; v < kVecs; ++v) {
+      const __m512 level = kSym ? q[v] : _mm512_sub_ps(q[v], p.zp);
+      m.Add(x[v], _mm512_mul_ps(level, p.scale));
+    }
+  }
+}
+
+// Columns [j0, j1) of one group, j0 a multiple of 16.
+template <DType kIn, int kBits, bool kSym, bool kMetrics>
+inline void QuantizeSpan(const void* row, int64_t j0, int64_t j1,
+                         uint8_t* codes, const VecParams& p, MetricLanes& m) {
+  int64_t j = j0;
+  for (; j + 64 <= j1; j += 64)
+    QuantizeChunk<kIn, kBits, kSym, kMetrics, 4, false>(row, j, 64, codes, p,
+                                                        m);
+  if (j + 32 <= j1) {
+    QuantizeChunk<kIn, kBits, kSym, kMetrics, 2, false>(row, j, 32, codes, p,
+                                                        m);
+    j += 32;
+  }
+  if (j < j1)
+    QuantizeChunk<kIn, kBits, kSym, kMetrics, 2, true>(row, j, j1 - j, codes, p,
+                                                       m);
+}
+
+// ---------------------------------------------------------------------------
+// Per-group parameters, 16 groups at a time.
+//
+// DeriveSymmetric / DeriveAsymmetric (common.h) define the parameters. Their
+// RoundScaleUp rounds to the scale dtype in two scalar steps, each with a
+// data-dependent branch taken about half the time (double -> float by
+// nearest, then nextafter when below v; float -> F16/BF16 by nearest, then one
+// increment when below v). Called once per group that costs about as much as
+// quantizing the group (measured on Zen 4, one thread, F16 4096x11008:
+// INT4-g128 at 7.1 GB/s through them, 13 GB/s with the code below; g32 2.8
+// vs 7.9 GB/s). Each step computes "the smallest value of
+// the type that is >= v", which the instructions compute directly with
+// directed rounding encoded in the instruction (VCVTPD2PS {ru-sae}, VCVTPS2PH
+// with imm8 round-up), MXCSR untouched:
+//  - float(v) by nearest, bumped by nextafter when below v, is the smallest
+//    float >= v, i.e. float(v) rounded up;
+//  - F16 and BF16 values are floats, so none lies in [v, f) for that f:
+//    nearest-then-increment of f gives the smallest F16/BF16 >= f, i.e. f
+//    rounded up (and the smallest one >= v);
+//  - the floors (2^-24 for F16 comes for free: a positive value rounded up is
+//    at least the smallest subnormal; 0x0080 for BF16; FLT_MIN for F32) and
+//    the overflow checks (Inf after rounding) are the scalar ones.
+// The inverse (1.0f / scale), the zero point (nearest of -l * inv, clamped,
+// -0.0 when there is no negative element, exactly as the scalar code) and the
+// zero-group case are the same IEEE operations. kVectorDerive = false calls
+// the shared scalar functions instead (same bytes, slower); the scratch
+// harness compared both against scalar.cc and checked the vector derivation
+// against DeriveSymmetric / DeriveAsymmetric for every F16 and BF16 magnitude
+// (and F16 (lo, hi) pairs), and for F32 magnitudes at every exponent.
+constexpr bool kVectorDerive = true;
+constexpr int kBatchGroups = 16;
+
+struct BatchParams {
+  alignas(64) float scale[kBatchGroups];
+  alignas(64) float inv[kBatchGroups];
+  alignas(64) float zp[kBatchGroups];
+  alignas(64) uint32_t bits[kBatchGroups];  // stored scale representation
+};
+
+// Float values of 16 magnitude-bit patterns of an input dtype.
+template <DType kIn>
+inline __m512 MagnitudesToFloat(__m512i bits) {
+  if constexpr (kIn == DType::kF16) {
+    return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(bits));
+  } else if constexpr (kIn == DType::kBF16) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(bits, 16));
+  } else {
+    return _mm512_castsi512_ps(bits);
+  }
+}
+
+inline __m512 JoinPs(__m256 lo, __m256 hi) {
+  return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+}
+
+// RoundScaleUp on 16 lanes: v (positive, finite, as two halves of 8 doubles)
+// rounded up to scale_dtype. Returns the lanes that overflow.
+inline __mmask16 RoundScaleUpX16(__m512d v_lo, __m512d v_hi, DType dt,
+                                 __m512* scale, __m512i* bits) {
+  constexpr int kUp = _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC;
+  __m512 f = JoinPs(_mm512_cvt_roundpd_ps(v_lo, kUp),
+                    _mm512_cvt_roundpd_ps(v_hi, kUp));
+  if (dt == DType::kF32) {
+    // As `f < FLT_MIN ? FLT_MIN : f`.
+    f = _mm512_max_ps(_mm512_set1_ps(1.17549435e-38f), f);
+    *scale = f;
+    *bits = _mm512_castps_si512(f);
+    return _mm512_cmpge_epu32_mask(*bits, _mm512_set1_epi32(0x7f800000));
+  }
+  if (dt == DType::kF16) {
+    const __m256i h =
+        _mm512_cvtps_ph(f, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
+    *scale = _mm512_cvtph_ps(h);
+    *bits = _mm512_cvtepu16_epi32(h);
+    return _mm512_cmpge_epu32_mask(*bits, _mm512_set1_epi32(0x7c00));
+  }
+  // BF16: f > 0 is finite, so rounding its upper half up is adding 0xffff.
+  __m512i b = _mm512_srli_epi32(
+      _mm512_add_epi32(_mm512_castps_si512(f), _mm512_set1_epi32(0xffff)), 16);
+  b = _mm512_max_epu32(b, _mm512_set1_epi32(0x0080));
+  *scale = _mm512_castsi512_ps(_mm512_slli_epi32(b, 16));
+  *bits = b;
+  return _mm512_cmpge_epu32_mask(b, _mm512_set1_epi32(0x7f80));
+}
+
+// DeriveSymmetric on 16 lanes of magnitude bits; returns the lanes whose
+// scale overflows.
+template <DType kIn>
+inline __mmask16 DeriveSymmetricX16(__m512i abits, int qmax, DType sdt,
+                                    BatchParams* bp) {
+  const __mmask16 nz = _mm512_test_epi32_mask(abits, abits);
+  const __m512 a = MagnitudesToFloat<kIn>(abits);
+  const __m512d q = _mm512_set1_pd(static_cast<double>(qmax));
+  const __m512d v_lo =
+      _mm512_div_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(a)), q);
+  const __m512d v_hi =
+      _mm512_div_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(a, 1)), q);
+  __m512 scale;
+  __m512i bits;
+  const __mmask16 overflow = RoundScaleUpX16(v_lo, v_hi, sdt, &scale, &bits);
+  scale = _mm512_maskz_mov_ps(nz, scale);
+  _mm512_store_ps(bp->scale, scale);
+  _mm512_store_ps(bp->inv,
+                  _mm512_maskz_div_ps(nz, _mm512_set1_ps(1.0f), scale));
+  _mm512_store_ps(bp->zp, _mm512_setzero_ps());
+  _mm512_store_si512(bp->bits, _mm512_maskz_mov_epi32(nz, bits));
+  return overflow & nz;
+}
+
+// DeriveAsymmetric(-magnitude(nbits), magnitude(hbits)) on 16 lanes.
+template <DType kIn>
+inline __mmask16 DeriveAsymmetricX16(__m512i nbits, __m512i hbits, int qmax,
+                                     DType sdt, BatchParams* bp) {
+  const __mmask16 has_neg = _mm512_test_epi32_mask(nbits, nbits);
+  const __mmask16 nz = has_neg | _mm512_test_epi32_mask(hbits, hbits);
+  const __m512 n = MagnitudesToFloat<kIn>(nbits);  // -l (+0.0 when l = 0)
+  const __m512 h = MagnitudesToFloat<kIn>(hbits);
+  // range = h - l = h + (-l) in double, exact operands as in the scalar code.
+  const __m512d q = _mm512_set1_pd(static_cast<double>(qmax));
+  const __m512d r_lo =
+      _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(h)),
+                    _mm512_cvtps_pd(_mm512_castps512_ps256(n)));
+  const __m512d r_hi =
+      _mm512_add_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(h, 1)),
+                    _mm512_cvtps_pd(_mm512_extractf32x8_ps(n, 1)));
+  __m512 scale;
+  __m512i bits;
+  const __mmask16 overflow = RoundScaleUpX16(
+      _mm512_div_pd(r_lo, q), _mm512_div_pd(r_hi, q), sdt, &scale, &bits);
+  scale = _mm512_maskz_mov_ps(nz, scale);
+  const __m512 inv = _mm512_maskz_div_ps(nz, _mm512_set1_ps(1.0f), scale);
+  // The scalar code rounds float(-l) * inv where l is +0.0 without negative
+  // elements, so -l is -0.0 and so is the zero point (kept: it is added to
+  // every rounded value in pass 2).
+  const __m512 negl = _mm512_mask_mov_ps(_mm512_set1_ps(-0.0f), has_neg, n);
+  __m512 zp = _mm512_roundscale_ps(
+      _mm512_mul_ps(negl, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  zp = _mm512_max_ps(_mm512_setzero_ps(), zp);  // `zp < 0 ? 0 : zp`
+  zp = _mm512_min_ps(_mm512_set1_ps(static_cast<float>(qmax)), zp);
+  _mm512_store_ps(bp->scale, scale);
+  _mm512_store_ps(bp->inv, inv);
+  _mm512_store_ps(bp->zp, _mm512_maskz_mov_ps(nz, zp));
+  _mm512_store_si512(bp->bits, _mm512_maskz_mov_epi32(nz, bits));
+  return overflow & nz;
+}
+
+// The same through the shared scalar functions, for the first nb lanes.
+template <DType kIn, bool kSym>
+inline __mmask16 DeriveScalarX16(const BatchBits& b, int nb, int qmax,
+                                 DType sdt, BatchParams* bp) {
+  alignas(64) uint32_t hi[kBatchGroups], neg[kBatchGroups];
+  _mm512_store_si512(hi, b.hi);
+  _mm512_store_si512(neg, b.neg);
+  __mmask16 overflow = 0;
+  for (int k = 0; k < nb; ++k) {
+    GroupParams gp{0.0f, 0.0f, 0.0f, 0};
+    const bool fits =
+        kSym ? DeriveSymmetric(MagnitudeToFloat(hi[k], kIn), qmax, sdt, &gp)
+             : DeriveAsymmetric(-MagnitudeToFloat(neg[k], kIn),
+                                MagnitudeToFloat(hi[k], kIn), qmax, sdt, &gp);
+    if (!fits) overflow = static_cast<__mmask16>(overflow | (1u << k));
+    bp->scale[k] = gp.scale;
+    bp->inv[k] = gp.inv;
+    bp->zp[k] = gp.zp;
+    bp->bits[k] = gp.scale_bits;
+  }
+  return overflow;
+}
+
+template <DType kIn, bool kSym>
+inline __mmask16 DeriveBatch(const BatchBits& b, int nb, int qmax, DType sdt,
+                             BatchParams* bp) {
+  if constexpr (!kVectorDerive) {
+    return DeriveScalarX16<kIn, kSym>(b, nb, qmax, sdt, bp);
+  } else if constexpr (kSym) {
+    return DeriveSymmetricX16<kIn>(b.hi, qmax, sdt, bp);
+  } else {
+    return DeriveAsymmetricX16<kIn>(b.neg, b.hi, qmax, sdt, bp);
+  }
+}
+
+// Scales (and zero points) of groups [g0, g0 + nb) of one row.
+template <bool kSym>
+inline void StoreBatch(const BatchParams& bp, int nb, DType sdt, void* scales,
+                       uint8_t* zps, int64_t g0) {
+  const __mmask16 m = Mask16(nb);
+  const __m512i bits = _mm512_load_si512(bp.bits);
+  if (sdt == DType::kF32) {
+    _mm512_mask_storeu_epi32(static_cast<uint32_t*>(scales) + g0, m, bits);
+  } else {
+    _mm256_mask_storeu_epi16(static_cast<uint16_t*>(scales) + g0, m,
+                             _mm512_cvtepi32_epi16(bits));
+  }
+  if constexpr (!kSym) {
+    _mm_mask_storeu_epi8(
+        zps + g0, m,
+        _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(_mm512_load_ps(bp.zp))));
+  }
+}
+
+// Groups are handled in batches of 16: pass 1 for each, the parameters of all
+// of them, then pass 2 for each. A failing group ends the batch (and the row)
+// there, as in the scalar loop; the groups before it are still written.
+template <DType kIn, int kBits, bool kSym, bool kMetrics>
+void QuantizeRowsT(const QuantizeArgs& a, int64_t row_begin, int64_t row_end,
+                   RowOutcome* outcomes) {
+  const int qmax = QMax(kBits, kSym);
+  const int64_t groups = a.cols / a.group;
+  const size_t esize = kIn == DType::kF32 ? 4 : 2;
+  const size_t ssize = a.scale_dtype == DType::kF32 ? 4 : 2;
+  VecParams p;
+  p.lo = _mm512_set1_ps(kSym ? -static_cast<float>(qmax) : 0.0f);
+  p.hi = _mm512_set1_ps(static_cast<float>(qmax));
+  p.lo_i = _mm512_set1_epi32(kSym ? -qmax : 0);
+  p.hi_i = _mm512_set1_epi32(qmax);
+  MetricLanes m;
+  BatchParams bp;
+  // Groups that never straddle a flush boundary (every valid grouped scheme)
+  // flush after the group that ends on one; a whole-row group is split.
+  const bool aligned_groups = kFlushCols % a.group == 0;
+  const __m512i non_finite_bits =
+      _mm512_set1_epi32(static_cast<int32_t>(NonFiniteBits(kIn)));
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    RowOutcome& o = outcomes[r - row_begin];
+    o = RowOutcome{0.0, 0.0, 0.0, 0.0f, kRowOk, -1};
+    const void* row = static_cast<const uint8_t*>(a.in) +
+                      static_cast<size_t>(r) * a.in_stride * esize;
+    uint8_t* codes = a.codes + r * a.codes_stride;
+    void* scales = static_cast<uint8_t*>(a.scales) +
+                   static_cast<size_t>(r) * a.scales_stride * ssize;
+    uint8_t* zps = kSym ? nullptr : a.zero_points + r * a.zero_points_stride;
+    if (kMetrics) m.Reset();
+    for (int64_t g0 = 0; g0 < groups && o.status == kRowOk;
+         g0 += kBatchGroups) {
+      int nb = static_cast<int>(groups - g0 < kBatchGroups ? groups - g0
+                                                           : kBatchGroups);
+      const BatchBits b = ScanBatch<kIn, kSym>(row, g0 * a.group, a.group, nb);
+      const __mmask16 non_finite = _mm512_cmpge_epu32_mask(
+          _mm512_max_epu32(b.hi, b.neg), non_finite_bits);
+      const uint32_t bad =
+          static_cast<uint32_t>(
+              non_finite |
+              DeriveBatch<kIn, kSym>(b, nb, qmax, a.scale_dtype, &bp)) &
+          Mask16(nb);
+      if (bad != 0) {
+        const int k = __builtin_ctz(bad);
+        const int64_t c0 = (g0 + k) * a.group;
+        if ((non_finite >> k) & 1u) {
+          o.status = kRowNonFinite;
+          o.bad_col = FindNonFinite(row, kIn, c0, c0 + a.group);
+        } else {
+          o.status = kRowScaleOverflow;
+          o.bad_col = c0;
+        }
+        nb = k;
+      }
+      StoreBatch<kSym>(bp, nb, a.scale_dtype, scales, zps, g0);
+      const int64_t span = nb * a.group * static_cast<int64_t>(esize);
+      p.prefetch = span < kMaxPrefetch ? span : kMaxPrefetch;
+      for (int k = 0; k < nb; ++k) {
+        const int64_t c0 = (g0 + k) * a.group, c1 = c0 + a.group;
+        p.inv = _mm512_set1_ps(bp.inv[k]);
+        p.zp = _mm512_set1_ps(bp.zp[k]);
+        p.zp_i = _mm512_set1_epi32(static_cast<int32_t>(bp.zp[k]));
+        p.scale = _mm512_set1_ps(bp.scale[k]);
+        if constexpr (kMetrics) {
+          if (aligned_groups) {
+            QuantizeSpan<kIn, kBits, kSym, true>(row, c0, c1, codes, p, m);
+            if ((c1 & (kFlushCols - 1)) == 0) m.Flush();
+          } else {
+            // Flush after every column 255 mod 256.
+            int64_t j = c0;
+            while (j < c1) {
+              const int64_t end = (j | (kFlushCols - 1)) + 1;
+              const int64_t stop = end < c1 ? end : c1;
+              QuantizeSpan<kIn, kBits, kSym, true>(row, j, stop, codes, p, m);
+              if (stop == end) m.Flush();
+              j = stop;
+            }
+          }
+        } else {
+          QuantizeSpan<kIn, kBits, kSym, false>(row, c0, c1, codes, p, m);
+        }
+      }
+    }
+    // An odd INT4 row's pad nibble was produced by the zero-filled lane.
+    if (kMetrics && o.status == kRowOk) {
+      m.Flush();
+      o.sum_sq_error = SumDoubleLanes(m.de2);
+      o.sum_sq_ref = SumDoubleLanes(m.dx2);
+      o.sum_ref_error = SumDoubleLanes(m.dxe);
+      o.max_abs_error = ReduceMaxPs(m.max_abs);
+    }
+  }
+}
+
+template <DType kIn, int kBits, bool kSym>
+void QuantizeRowsM(const QuantizeArgs& a, int64_t r0, int64_t r1,
+                   RowOutcome* o) {
+  if (a.metrics) {
+    QuantizeRowsT<kIn, kBits, kSym, true>(a, r0, r1, o);
+  } else {
+    QuantizeRowsT<kIn, kBits, kSym, false>(a, r0, r1, o);
+  }
+}
+
+template <DType kIn>
+void QuantizeRowsD(const QuantizeArgs& a, int64_t r0, int64_t r1,
+                   RowOutcome* o) {
+  if (a.bits == 8) {
+    a.symmetric ? QuantizeRowsM<kIn, 8, true>(a, r0, r1, o)
+                : QuantizeRowsM<kIn, 8, false>(a, r0, r1, o);
+  } else {
+    a.symmetric ? QuantizeRowsM<kIn, 4, true>(a, r0, r1, o)
+                : QuantizeRowsM<kIn, 4, false>(a, r0, r1, o);
+  }
+}
+
+void QuantizeRows(const QuantizeArgs& a, int64_t r0, int64_t r1,
+                  RowOutcome* o) {
+  switch (a.in_dtype) {
+    case DType::kF32:
+      QuantizeRowsD<DType::kF32>(a, r0, r1, o);
+      break;
+    case DType::kF16:
+      QuantizeRowsD<DType::kF16>(a, r0, r1, o);
+      break;
+    case DType::kBF16:
+      QuantizeRowsD<DType::kBF16>(a, r0, r1, o);
+      break;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Dequantize.
+
+// The integer levels (code - zero point) of the 16 elements at column j (a
+// multiple of 16); kMasked: only the first n exist (the others are garbage
+// and never stored).
+template <int kBits, bool kSym, bool kMasked>
+inline __m512i LevelsVec(const uint8_t* codes, int64_t j, int64_t n,
+                         __m512i zp) {
+  __m512i v;
+  if constexpr (kBits == 8) {
+    const __m128i b =
+        kMasked ? _mm_maskz_loadu_epi8(Mask16(n), codes + j)
+                : _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + j));
+    v = kSym ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b);
+  } else {
+    const uint8_t* src = codes + (j >> 1);
+    const __m128i b =
+        kMasked ? _mm_maskz_loadu_epi8(Mask16((n + 1) >> 1), src)
+                : _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src));
+    // Byte k in qword k; (q | q << 28) puts its high nibble at bit 32, so
+    // dword 2k = low nibble and dword 2k+1 = high nibble after the mask.
+    const __m512i q = _mm512_cvtepu8_epi64(b);
+    v = _mm512_ternarylogic_epi64(q, _mm512_slli_epi64(q, 28),
+                                  _mm512_set1_epi32(0xf), 0xa8);  // (a|b)&c
+  }
+  if constexpr (kBits == 8 && kSym) return v;
+  return _mm512_sub_epi32(v, zp);
+}
+
+// w = level * scale saturated like the scalar `w > mf ? mf : w` then
+// `w < -mf ? -mf : w` (operand order keeps a NaN from a NaN scale).
+inline __m512 ScaleClamp(__m512i level, __m512 s, __m512 mf, __m512 nmf) {
+  __m512 w = _mm512_mul_ps(_mm512_cvtepi32_ps(level), s);
+  w = _mm512_min_ps(mf, w);
+  return _mm512_max_ps(nmf, w);
+}
+
+// FloatToBf16Bits on 16 lanes: round to nearest even on the upper half; a
+// NaN keeps its upper half with the quiet bit set.
+inline __m256i Bf16RoundInt(__m512 w) {
+  const __m512i x = _mm512_castps_si512(w);
+  const __m512i hi = _mm512_srli_epi32(x, 16);
+  __m512i r = _mm512_add_epi32(_mm512_add_epi32(x, _mm512_set1_epi32(0x7fff)),
+                               _mm512_and_si512(hi, _mm512_set1_epi32(1)));
+  r = _mm512_srli_epi32(r, 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(
+      _mm512_and_si512(x, _mm512_set1_epi32(0x7fffffff)),
+      _mm512_set1_epi32(0x7f800000));
+  r = _mm512_mask_or_epi32(r, nan, hi, _mm512_set1_epi32(0x40));
+  return _mm512_cvtepi32_epi16(r);
+}
+
+template <DType kOut, bool kMasked>
+inline void StoreOut(void* out, int64_t j, int64_t n, __m512 w) {
+  if constexpr (kOut == DType::kF32) {
+    float* p = static_cast<float*>(out) + j;
+    if constexpr (kMasked) {
+      _mm512_mask_storeu_ps(p, Mask16(n), w);
+    } else {
+      _mm512_storeu_ps(p, w);
+    }
+  } else {
+    const __m256i h =
+        kOut == DType::kF16
+            ? _mm512_cvtps_ph(w, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+            : Bf16RoundInt(w);
+    uint16_t* p = static_cast<uint16_t*>(out) + j;
+    if constexpr (kMasked) {
+      _mm256_mask_storeu_epi16(p, Mask16(n), h);
+    } else {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h);
+    }
+  }
+}
+
+struct DequantRow {
+  const uint8_t* codes;
+  const void* scales;
+  const uint8_t* zps;  // null when symmetric
+  void* out;
+};
+
+inline DequantRow RowPointers(const DequantizeArgs& a, int64_t r,
+                              size_t osize) {
+  const size_t ssize = a.scale_dtype == DType::kF32 ? 4 : 2;
+  DequantRow d;
+  d.codes = a.codes + r * a.codes_stride;
+  d.scales = static_cast<const uint8_t*>(a.scales) +
+             static_cast<size_t>(r) * a.scales_stride * ssize;
+  d.zps = a.symmetric ? nullptr : a.zero_points + r * a.zero_points_stride;
+  d.out = static_cast<uint8_t*>(a.out) +
+          static_cast<size_t>(r) * a.out_stride * osize;
+  return d;
+}
+
+template <int kBits, bool kSym>
+inline __m512i GroupZeroPoint(const DequantRow& d, int64_t g) {
+  if constexpr (!kSym) return _mm512_set1_epi32(d.zps[g]);
+  return _mm512_set1_epi32(kBits == 4 ? 8 : 0);
+}
+
+template <DType kOut, int kBits, bool kSym>
+inline void DequantizeSpan(const DequantRow& d, int64_t c0, int64_t c1,
+                           __m512i zp, __m512 s, __m512 mf, __m512 nmf) {
+  int64_t j = c0;
+  for (; j + 16 <= c1; j += 16) {
+    const __m512i l = LevelsVec<kBits, kSym, false>(d.codes, j, 16, zp);
+    StoreOut<kOut, false>(d.out, j, 16, ScaleClamp(l, s, mf, nmf));
+  }
+  if (j < c1) {
+    const __m512i l = LevelsVec<kBits, kSym, true>(d.codes, j, c1 - j, zp);
+    StoreOut<kOut, true>(d.out, j, c1 - j, ScaleClamp(l, s, mf, nmf));
+  }
+}
+
+template <DType kOut, int kBits, bool kSym>
+void DequantizeRowsT(const DequantizeArgs& a, int64_t row_begin,
+                     int64_t row_end) {
+  const int64_t groups = a.cols / a.group;
+  const __m512 mf = _mm512_set1_ps(MaxFinite(kOut));
+  const __m512 nmf = _mm512_set1_ps(-MaxFinite(kOut));
+  const size_t osize = kOut == DType::kF32 ? 4 : 2;
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const DequantRow d = RowPointers(a, r, osize);
+    for (int64_t g = 0; g < groups; ++g) {
+      const __m512 s = _mm512_set1_ps(LoadScale(d.scales, g, a.scale_dtype));
+      DequantizeSpan<kOut, kBits, kSym>(d, g * a.group, (g + 1) * a.group,
+                                        GroupZeroPoint<kBits, kSym>(d, g), s,
+                                        mf, nmf);
+    }
+  }
+}
+
+// BF16 output with VCVTNEPS2BF16. Measured on this machine (Zen 4) over all
+// 2^32 float inputs against FloatToBf16Bits: identical for every NaN, zero,
+// normal and infinite input (near-overflow values included); different for
+// every float subnormal input, which the instruction flushes to a signed
+// zero (e.g. 0x807fffff gives 0x8000, FloatToBf16Bits 0x8080). A dequantized
+// value (q - zp) * scale with an integer q - zp is subnormal only when the
+// scale itself is subnormal (|q - zp| >= 1 otherwise keeps it >= 2^-126).
+// Quantize never writes such a scale, but a caller's scale buffer may hold
+// one: such a group takes the integer rounding path, chosen once per group.
+// Measured: 1.7-2x the integer path (F16 4096x11008 to BF16, one thread).
+#define NIBBLE_AVX512BF16_TARGET \
+  __attribute__((                \
+      target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512bf16")))
+
+template <int kBits, bool kSym>
+NIBBLE_AVX512BF16_TARGET void DequantizeRowsBf16Native(const DequantizeArgs& a,
+                                                       int64_t row_begin,
+                                                       int64_t row_end) {
+  const int64_t groups = a.cols / a.group;
+  const __m512 mf = _mm512_set1_ps(MaxFinite(DType::kBF16));
+  const __m512 nmf = _mm512_set1_ps(-MaxFinite(DType::kBF16));
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const DequantRow d = RowPointers(a, r, 2);
+    uint16_t* out = static_cast<uint16_t*>(d.out);
+    for (int64_t g = 0; g < groups; ++g) {
+      const float scale = LoadScale(d.scales, g, a.scale_dtype);
+      const __m512 s = _mm512_set1_ps(scale);
+      const __m512i zp = GroupZeroPoint<kBits, kSym>(d, g);
+      const int64_t c0 = g * a.group, c1 = c0 + a.group;
+      const uint32_t sbits = FloatBits(scale) & 0x7fffffffu;
+      if (sbits != 0 && sbits < 0x00800000u) {
+        DequantizeSpan<DType::kBF16, kBits, kSym>(d, c0, c1, zp, s, mf, nmf);
+        continue;
+      }
+      int64_t j = c0;
+      for (; j + 32 <= c1; j += 32) {
+        const __m512 w0 = ScaleClamp(
+            LevelsVec<kBits, kSym, false>(d.codes, j, 16, zp), s, mf, nmf);
+        const __m512 w1 = ScaleClamp(
+            LevelsVec<kBits, kSym, false>(d.codes, j + 16, 16, zp), s, mf, nmf);
+        // Element i of the result is w0[i] for i < 16, w1[i - 16] after.
+        const __m512bh h = _mm512_cvtne2ps_pbh(w1, w0);
+        _mm512_storeu_si512(out + j, reinterpret_cast<const __m512i&>(h));
+      }
+      for (; j < c1; j += 16) {
+        const __m512 w = ScaleClamp(
+            LevelsVec<kBits, kSym, true>(d.codes, j, c1 - j, zp), s, mf, nmf);
+        const __m256bh h = _mm512_cvtneps_pbh(w);
+        _mm256_mask_storeu_epi16(out + j, Mask16(c1 - j),
+                                 reinterpret_cast<const __m256i&>(h));
+      }
+    }
+  }
+}
+#undef NIBBLE_AVX512BF16_TARGET
+
+template <DType kOut>
+void DequantizeRowsD(const DequantizeArgs& a, int64_t r0, int64_t r1) {
+  if (a.bits == 8) {
+    a.symmetric ? DequantizeRowsT<kOut, 8, true>(a, r0, r1)
+                : DequantizeRowsT<kOut, 8, false>(a, r0, r1);
+  } else {
+    a.symmetric ? DequantizeRowsT<kOut, 4, true>(a, r0, r1)
+                : DequantizeRowsT<kOut, 4, false>(a, r0, r1);
+  }
+}
+
+void DequantizeRowsBf16(const DequantizeArgs& a, int64_t r0, int64_t r1) {
+  if (!CpuHasAvx512Bf16()) {
+    DequantizeRowsD<DType::kBF16>(a, r0, r1);
+  } else if (a.bits == 8) {
+    a.symmetric ? DequantizeRowsBf16Native<8, true>(a, r0, r1)
+                : DequantizeRowsBf16Native<8, false>(a, r0, r1);
+  } else {
+    a.symmetric ? DequantizeRowsBf16Native<4, true>(a, r0, r1)
+                : DequantizeRowsBf16Native<4, false>(a, r0, r1);
+  }
+}
+
+void DequantizeRows(const DequantizeArgs& a, int64_t r0, int64_t r1) {
+  switch (a.out_dtype) {
+    case DType::kF32:
+      DequantizeRowsD<DType::kF32>(a, r0, r1);
+      break;
+    case DType::kF16:
+      DequantizeRowsD<DType::kF16>(a, r0, r1);
+      break;
+    case DType::kBF16:
+      DequantizeRowsBf16(a, r0, r1);
+      break;
+  }
+}
+
+constexpr Table kAvx512Table = {Isa::kAvx512, &QuantizeRows, &DequantizeRows};
+
+}  // namespace
+
+const Table* Avx512Table() { return &kAvx512Table; }
+
 }  // namespace nibble::kernels
