@@ -15,6 +15,7 @@
 #include <tuple>
 #include <vector>
 
+#include "dispatch.h"  // test hook for the AVX-512 BF16 variants
 #include "nibble/nibble.h"
 #include "test_util.h"
 
@@ -217,10 +218,19 @@ TEST_P(EquivalenceTest, DequantizeArbitraryCodesMatchesScalar) {
             RunDequantize(dq.view(), s, shape.rows, shape.cols, out, layout,
                           kRefFill, kScalar);
         ASSERT_TRUE(dref.status.ok()) << dref.status.ToString();
-        const DequantResult dgot =
-            RunDequantize(dq.view(), s, shape.rows, shape.cols, out, layout,
-                          kGotFill, tested);
-        ASSERT_TRUE(SameDequantized(dref, dgot));
+        // AVX-512 to BF16 has two variants (VCVTNEPS2BF16 when the CPU has
+        // it, integer rounding otherwise): test both on this CPU.
+        for (bool native_bf16 : {true, false}) {
+          if (!native_bf16 && (out != DType::kBF16 || isa() != Isa::kAvx512))
+            continue;
+          SCOPED_TRACE(native_bf16 ? "native bf16" : "integer bf16");
+          const bool old = internal::SetAvx512Bf16Enabled(native_bf16);
+          const DequantResult dgot =
+              RunDequantize(dq.view(), s, shape.rows, shape.cols, out, layout,
+                            kGotFill, tested);
+          internal::SetAvx512Bf16Enabled(old);
+          ASSERT_TRUE(SameDequantized(dref, dgot));
+        }
       }
     }
   }

@@ -1,4 +1,5 @@
 // CPU detection (once) and the choice of kernel table.
+#include <atomic>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -24,8 +25,7 @@ const CpuFeatures& Features() {
     __builtin_cpu_init();
     const bool avx2 = __builtin_cpu_supports("avx2");
     const bool fma = __builtin_cpu_supports("fma");
-    // GCC 12 has no "f16c" name for __builtin_cpu_supports; every CPU with
-    // AVX2 and FMA shipped so far has F16C, and we read CPUID to be sure.
+    // F16C straight from CPUID leaf 1 (ECX bit 29).
     unsigned eax = 1, ebx = 0, ecx = 0, edx = 0;
     __asm__("cpuid" : "+a"(eax), "=b"(ebx), "+c"(ecx), "=d"(edx));
     const bool f16c = (ecx >> 29) & 1u;
@@ -105,7 +105,14 @@ std::vector<Isa> SupportedIsas() {
 
 std::string CpuFeatureString() { return Features().text; }
 
-bool CpuHasAvx512Bf16() { return Features().avx512bf16; }
+namespace {
+std::atomic<bool> g_avx512bf16_enabled{true};
+}  // namespace
+
+bool CpuHasAvx512Bf16() {
+  return Features().avx512bf16 &&
+         g_avx512bf16_enabled.load(std::memory_order_relaxed);
+}
 
 Status ResolveIsa(Isa requested, Isa* resolved) {
   Isa isa = requested;
@@ -137,6 +144,9 @@ Status ResolveIsa(Isa requested, Isa* resolved) {
 
 namespace internal {
 const kernels::Table* KernelTable(Isa resolved) { return TableFor(resolved); }
+bool SetAvx512Bf16Enabled(bool enabled) {
+  return g_avx512bf16_enabled.exchange(enabled);
+}
 }  // namespace internal
 
 }  // namespace nibble
