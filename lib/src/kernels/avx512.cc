@@ -301,7 +301,13 @@ template <bool kSym>
 inline __m512 QuantizeVec(__m512 x, const VecParams& p) {
   __m512 q = _mm512_roundscale_ps(
       _mm512_mul_ps(x, p.inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  if constexpr (!kSym) q = _mm512_add_ps(q, p.zp);
+  // Symmetric: the scalar clamp never binds, so it is left out. The scale is
+  // at least absmax / qmax (rounded up from a double quotient, relative error
+  // <= 2^-53) and inv = 1/scale and x * inv each add at most one float
+  // rounding, so |x * inv| <= qmax * (1 + 2^-22) < qmax + 1/2 and rounds to
+  // at most qmax. The equivalence suite checks this against scalar.cc.
+  if constexpr (kSym) return q;
+  q = _mm512_add_ps(q, p.zp);
   // As the scalar `q < lo ? lo : q` then `q > hi ? hi : q`.
   q = _mm512_max_ps(p.lo, q);
   return _mm512_min_ps(p.hi, q);
@@ -319,7 +325,8 @@ template <bool kSym>
 inline __m512i QuantizeVecInt(__m512 x, const VecParams& p) {
   __m512i q = _mm512_cvt_roundps_epi32(
       _mm512_mul_ps(x, p.inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  if constexpr (!kSym) q = _mm512_add_epi32(q, p.zp_i);
+  if constexpr (kSym) return q;  // the clamp never binds (see QuantizeVec)
+  q = _mm512_add_epi32(q, p.zp_i);
   q = _mm512_max_epi32(p.lo_i, q);
   return _mm512_min_epi32(p.hi_i, q);
 }
