@@ -1,8 +1,11 @@
 // The AVX2 (+FMA, F16C) path. It reproduces scalar.cc byte for byte: the same
-// per-group parameters (derived by the shared scalar code in common.h), the
-// same float operations in the same order per element, and the same metric
-// lane shape (column j -> lane j % 16, flushed to double every 256 columns
-// and at the row's end, reduced by SumLanes).
+// per-group parameters (the IEEE operations of common.h's DeriveSymmetric /
+// DeriveAsymmetric, 8 groups per vector; see "Per-group parameters"), the
+// same codes (see QuantizeVecInt for the integer-domain variant used without
+// metrics), the same float operations in the same order per element when
+// metrics are on, and the same metric lane shape (column j -> lane j % 16,
+// flushed to double every 256 columns and at the row's end, reduced by
+// SumLanes).
 //
 // Work is done in steps of 32 columns. Every sized group (32..256) is a
 // multiple of 32 and starts at a multiple of 32; only a per-row group can end
@@ -53,22 +56,34 @@ NIBBLE_AVX2_INLINE __m256 Load8(const uint8_t* p) {
 }
 
 // ---------------------------------------------------------------------------
-// Pass 1: integer max of magnitude bits (16-bit lanes for F16/BF16, 32-bit
-// for F32) and, when asymmetric, float min/max starting from 0.
+// Pass 1: integer maxima over a group's bit patterns, kept as lane vectors.
+//
+// Symmetric: max of the magnitude bits (exact; NaN/Inf show up as >=
+// NonFiniteBits). Asymmetric: the scalar path's float min and max starting at
+// 0.0 are recovered from the raw bits, exactly and without converting: among
+// non-negative patterns the signed integer maximum is the largest value (hi),
+// and among negative ones the unsigned maximum has the largest magnitude
+// (lo = -magnitude). Starting both at 0 reproduces the "start at 0.0" of the
+// scalar loop; -0.0 as lo is 0 for DeriveAsymmetric exactly like +0.0. A
+// NaN/Inf of either sign is the largest pattern of its kind, so the maximum
+// of hi and the negative magnitude detects it like the scalar absmax.
+//
+// Each group leaves one vector of lane maxima (16 u16 lanes for F16/BF16,
+// 8 u32 for F32); the lanes of 8 groups are then reduced together by a
+// transpose tree (about 3 instructions per group instead of a dozen).
 
 template <DType kIn, bool kSym>
-NIBBLE_AVX2_INLINE void ScanStep(const uint8_t* p, __m256i* amax, __m256* lo,
-                                 __m256* hi) {
+NIBBLE_AVX2_INLINE void ScanStep(const uint8_t* p, __m256i* hi, __m256i* neg) {
   if constexpr (kIn == DType::kF32) {
     const __m256i mask = _mm256_set1_epi32(0x7fffffff);
     for (int k = 0; k < 4; ++k) {
       const __m256i v =
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * k));
-      *amax = _mm256_max_epi32(*amax, _mm256_and_si256(v, mask));
-      if constexpr (!kSym) {
-        const __m256 f = _mm256_castsi256_ps(v);
-        *lo = _mm256_min_ps(f, *lo);  // f < lo ? f : lo
-        *hi = _mm256_max_ps(f, *hi);  // f > hi ? f : hi
+      if constexpr (kSym) {
+        hi[k & 1] = _mm256_max_epu32(hi[k & 1], _mm256_and_si256(v, mask));
+      } else {
+        hi[k & 1] = _mm256_max_epi32(hi[k & 1], v);
+        neg[k & 1] = _mm256_max_epu32(neg[k & 1], v);
       }
     }
   } else {
@@ -76,47 +91,352 @@ NIBBLE_AVX2_INLINE void ScanStep(const uint8_t* p, __m256i* amax, __m256* lo,
     for (int k = 0; k < 2; ++k) {
       const __m256i v =
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * k));
-      *amax = _mm256_max_epu16(*amax, _mm256_and_si256(v, mask));
-    }
-    if constexpr (!kSym) {
-      for (int k = 0; k < 4; ++k) {
-        const __m256 f = Load8<kIn>(p + 16 * k);
-        *lo = _mm256_min_ps(f, *lo);
-        *hi = _mm256_max_ps(f, *hi);
+      if constexpr (kSym) {
+        hi[k] = _mm256_max_epu16(hi[k], _mm256_and_si256(v, mask));
+      } else {
+        hi[k] = _mm256_max_epi16(hi[k], v);
+        neg[k] = _mm256_max_epu16(neg[k], v);
       }
     }
   }
 }
 
-NIBBLE_AVX2_INLINE uint32_t HMaxU16(__m256i v) {
-  __m128i m =
-      _mm_max_epu16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  m = _mm_minpos_epu16(_mm_xor_si128(m, _mm_set1_epi32(-1)));
-  return 0xffffu & ~static_cast<uint32_t>(_mm_cvtsi128_si32(m));
+// Lane maxima of one group (full_steps steps at gp, then `rem` columns
+// through the zero-padded `tail` buffer). Every lane of *hi is a
+// non-negative pattern (magnitudes, or signed maxima started at 0), so the
+// reductions below may use unsigned maxima for both outputs.
+template <DType kIn, bool kSym>
+NIBBLE_AVX2_INLINE void ScanGroup(const uint8_t* gp, int64_t full_steps,
+                                  int64_t rem, uint8_t* tail, __m256i* hi,
+                                  __m256i* neg) {
+  constexpr size_t esize = InSize<kIn>();
+  __m256i h[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+  __m256i n[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+  for (int64_t s = 0; s < full_steps; ++s) {
+    ScanStep<kIn, kSym>(gp + static_cast<size_t>(s) * kStep * esize, h, n);
+  }
+  if (rem != 0) {
+    std::memset(tail, 0, kStep * 4);
+    std::memcpy(tail, gp + static_cast<size_t>(full_steps) * kStep * esize,
+                static_cast<size_t>(rem) * esize);
+    ScanStep<kIn, kSym>(tail, h, n);
+  }
+  if constexpr (kIn == DType::kF32) {
+    *hi = kSym ? _mm256_max_epu32(h[0], h[1]) : _mm256_max_epi32(h[0], h[1]);
+    *neg = _mm256_max_epu32(n[0], n[1]);
+  } else {
+    *hi = kSym ? _mm256_max_epu16(h[0], h[1]) : _mm256_max_epi16(h[0], h[1]);
+    *neg = _mm256_max_epu16(n[0], n[1]);
+  }
 }
 
-NIBBLE_AVX2_INLINE uint32_t HMaxU32(__m256i v) {
-  __m128i m =
-      _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  m = _mm_max_epu32(m, _mm_shuffle_epi32(m, _MM_SHUFFLE(1, 0, 3, 2)));
-  m = _mm_max_epu32(m, _mm_shuffle_epi32(m, _MM_SHUFFLE(2, 3, 0, 1)));
-  return static_cast<uint32_t>(_mm_cvtsi128_si32(m));
+// v[k] (16 u16 lanes each, k < 8) -> lane k of the result = max over v[k],
+// as u32. Each step interleaves pairs of vectors and keeps the larger
+// halves; after the 16-, 32- and 64-bit steps each 128-bit lane holds one
+// partial maximum of each group in order, and the last step folds the lanes.
+NIBBLE_AVX2_INLINE __m256i TreeMaxU16(const __m256i* v) {
+  __m256i r[4], s[2];
+  for (int k = 0; k < 4; ++k)
+    r[k] = _mm256_max_epu16(_mm256_unpacklo_epi16(v[2 * k], v[2 * k + 1]),
+                            _mm256_unpackhi_epi16(v[2 * k], v[2 * k + 1]));
+  for (int k = 0; k < 2; ++k)
+    s[k] = _mm256_max_epu16(_mm256_unpacklo_epi32(r[2 * k], r[2 * k + 1]),
+                            _mm256_unpackhi_epi32(r[2 * k], r[2 * k + 1]));
+  const __m256i t = _mm256_max_epu16(_mm256_unpacklo_epi64(s[0], s[1]),
+                                     _mm256_unpackhi_epi64(s[0], s[1]));
+  return _mm256_cvtepu16_epi32(_mm_max_epu16(_mm256_castsi256_si128(t),
+                                             _mm256_extracti128_si256(t, 1)));
 }
 
-// Horizontal min/max of finite floats: the order does not matter (only the
-// sign of a zero could differ, and DeriveAsymmetric maps both zeros to 0).
-NIBBLE_AVX2_INLINE float HMinPs(__m256 v) {
-  __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_min_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_min_ss(m, _mm_movehdup_ps(m));
-  return _mm_cvtss_f32(m);
+// The same for 8 u32 lanes per vector.
+NIBBLE_AVX2_INLINE __m256i TreeMaxU32(const __m256i* v) {
+  __m256i r[4], s[2];
+  for (int k = 0; k < 4; ++k)
+    r[k] = _mm256_max_epu32(_mm256_unpacklo_epi32(v[2 * k], v[2 * k + 1]),
+                            _mm256_unpackhi_epi32(v[2 * k], v[2 * k + 1]));
+  for (int k = 0; k < 2; ++k)
+    s[k] = _mm256_max_epu32(_mm256_unpacklo_epi64(r[2 * k], r[2 * k + 1]),
+                            _mm256_unpackhi_epi64(r[2 * k], r[2 * k + 1]));
+  return _mm256_max_epu32(_mm256_permute2x128_si256(s[0], s[1], 0x20),
+                          _mm256_permute2x128_si256(s[0], s[1], 0x31));
 }
 
-NIBBLE_AVX2_INLINE float HMaxPs(__m256 v) {
-  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_max_ss(m, _mm_movehdup_ps(m));
-  return _mm_cvtss_f32(m);
+// Magnitude bits of 8 groups (lane k = group k), as u32 below 2^31.
+struct GroupBits8 {
+  __m256i hi;   // of max(max, 0) (symmetric: of absmax)
+  __m256i neg;  // of -min(min, 0) (asymmetric only)
+};
+
+template <DType kIn, bool kSym>
+NIBBLE_AVX2_INLINE GroupBits8 ReduceGroups8(const __m256i* hv,
+                                            const __m256i* nv) {
+  constexpr bool kWide = kIn == DType::kF32;
+  GroupBits8 b;
+  b.hi = kWide ? TreeMaxU32(hv) : TreeMaxU16(hv);
+  if constexpr (kSym) {
+    b.neg = _mm256_setzero_si256();
+  } else {
+    const __m256i n = kWide ? TreeMaxU32(nv) : TreeMaxU16(nv);
+    const __m256i sign =
+        kWide ? _mm256_srai_epi32(n, 31)
+              : _mm256_cmpgt_epi32(n, _mm256_set1_epi32(0x7fff));
+    b.neg = _mm256_and_si256(
+        sign,
+        _mm256_and_si256(n, _mm256_set1_epi32(kWide ? 0x7fffffff : 0x7fff)));
+  }
+  return b;
+}
+
+// ---------------------------------------------------------------------------
+// Per-group parameters, 8 groups per vector, 16 per batch.
+//
+// DeriveSymmetric / DeriveAsymmetric (common.h) define the parameters. Called
+// once per group they cost about 11 ns (two data-dependent branches in
+// RoundScaleUp, a double and a float division), which dominated 32-column
+// groups. The code below is the AVX2 port of avx512.cc's vector derivation
+// (see its comment for why "smallest value of the type >= v" is what the
+// scalar nearest-then-bump steps compute). What AVX2 lacks, and how:
+//  - VCVTPD2PS has no embedded round-up: convert by nearest (MXCSR default,
+//    exactly static_cast<float>), convert back (exact) and compare with v in
+//    double; the lanes below v get +1 on their bit pattern, which is
+//    nextafter(f, +inf) for a finite f >= 0 -- the scalar sequence itself.
+//  - F16: VCVTPS2PH (F16C) takes its rounding mode from imm8 as in AVX-512
+//    (round up, MXCSR untouched); only the {sae} exception suppression is
+//    missing, which affects status flags only, never results.
+//  - BF16 is integer arithmetic, as in AVX-512.
+//  - Masked divisions: the lanes of all-zero groups divide 1 by 1.0 instead
+//    of 0 (no division-by-zero flag) and are then zeroed.
+//  - Lanes of NaN/Inf groups are zeroed before deriving (their results are
+//    discarded: the row fails there), so no NaN arithmetic happens.
+// kVectorDerive = false calls the shared scalar functions instead (same
+// bytes, slower). Checked exhaustively against DeriveSymmetric /
+// DeriveAsymmetric (every F16 and BF16 magnitude and many (lo, hi) pairs,
+// F32 mantissas at every exponent; all four qmax, all three scale dtypes).
+constexpr bool kVectorDerive = true;
+constexpr int kBatch = 16;
+
+struct BatchParams {
+  alignas(32) float scale[kBatch];
+  alignas(32) float inv[kBatch];
+  alignas(32) float zp[kBatch];
+  alignas(32) uint32_t bits[kBatch];  // stored scale representation
+};
+
+// Float values of 8 magnitude-bit patterns (u32 lanes) of an input dtype.
+template <DType kIn>
+NIBBLE_AVX2_INLINE __m256 MagnitudesToFloat(__m256i bits) {
+  if constexpr (kIn == DType::kF16) {
+    // Patterns are below 0x8000: the unsigned saturation keeps them.
+    return _mm256_cvtph_ps(_mm_packus_epi32(_mm256_castsi256_si128(bits),
+                                            _mm256_extracti128_si256(bits, 1)));
+  } else if constexpr (kIn == DType::kBF16) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(bits, 16));
+  } else {
+    return _mm256_castsi256_ps(bits);
+  }
+}
+
+// RoundScaleUp on 8 lanes: v (>= 0, finite, as two halves of 4 doubles)
+// rounded up to scale_dtype. Returns the lanes that overflow (all ones).
+NIBBLE_AVX2_INLINE __m256i RoundScaleUp8(__m256d v_lo, __m256d v_hi, DType dt,
+                                         __m256* scale, __m256i* bits) {
+  // By nearest, as static_cast<float>; the way back to double is exact.
+  const __m128 n_lo = _mm256_cvtpd_ps(v_lo);
+  const __m128 n_hi = _mm256_cvtpd_ps(v_hi);
+  const __m256d below_lo =
+      _mm256_cmp_pd(_mm256_cvtps_pd(n_lo), v_lo, _CMP_LT_OQ);
+  const __m256d below_hi =
+      _mm256_cmp_pd(_mm256_cvtps_pd(n_hi), v_hi, _CMP_LT_OQ);
+  // 64-bit masks m0..m3, n0..n3 -> 32-bit lanes m0..m3 n0..n3.
+  const __m256i below = _mm256_permutevar8x32_epi32(
+      _mm256_blend_epi32(_mm256_castpd_si256(below_lo),
+                         _mm256_castpd_si256(below_hi), 0xaa),
+      _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+  // f - (-1) = nextafter(f, +inf) on the lanes below v (f >= 0, finite:
+  // an Inf f is never below v).
+  const __m256 f = _mm256_castsi256_ps(_mm256_sub_epi32(
+      _mm256_castps_si256(_mm256_set_m128(n_hi, n_lo)), below));
+  if (dt == DType::kF32) {
+    // As `f < FLT_MIN ? FLT_MIN : f`.
+    *scale = _mm256_max_ps(_mm256_set1_ps(1.17549435e-38f), f);
+    *bits = _mm256_castps_si256(*scale);
+    return _mm256_cmpgt_epi32(*bits, _mm256_set1_epi32(0x7f7fffff));
+  }
+  if (dt == DType::kF16) {
+    const __m128i h = _mm256_cvtps_ph(f, _MM_FROUND_TO_POS_INF);
+    *scale = _mm256_cvtph_ps(h);
+    *bits = _mm256_cvtepu16_epi32(h);
+    return _mm256_cmpgt_epi32(*bits, _mm256_set1_epi32(0x7bff));
+  }
+  // BF16: f >= 0 is finite or +Inf, so rounding its upper half up is adding
+  // 0xffff (an Inf stays 0x7f80 and reads as overflow).
+  __m256i b = _mm256_srli_epi32(
+      _mm256_add_epi32(_mm256_castps_si256(f), _mm256_set1_epi32(0xffff)), 16);
+  b = _mm256_max_epi32(b, _mm256_set1_epi32(0x0080));
+  *scale = _mm256_castsi256_ps(_mm256_slli_epi32(b, 16));
+  *bits = b;
+  return _mm256_cmpgt_epi32(b, _mm256_set1_epi32(0x7f7f));
+}
+
+// 1 / scale on the non-zero lanes nz, 0 elsewhere (never dividing by 0).
+NIBBLE_AVX2_INLINE __m256 InverseScale(__m256 scale, __m256 nz) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  return _mm256_and_ps(nz,
+                       _mm256_div_ps(one, _mm256_blendv_ps(one, scale, nz)));
+}
+
+// DeriveSymmetric on 8 lanes of magnitude bits (lane k = group k), stored to
+// the 8 floats / words at each output; returns the lanes whose scale
+// overflows (all ones).
+template <DType kIn>
+NIBBLE_AVX2_INLINE __m256i DeriveSymmetric8(__m256i abits, int qmax, DType sdt,
+                                            float* scale_out, float* inv_out,
+                                            float* zp_out, uint32_t* bits_out) {
+  const __m256i nzi = _mm256_cmpgt_epi32(abits, _mm256_setzero_si256());
+  const __m256 nz = _mm256_castsi256_ps(nzi);
+  const __m256 a = MagnitudesToFloat<kIn>(abits);
+  const __m256d q = _mm256_set1_pd(static_cast<double>(qmax));
+  const __m256d v_lo =
+      _mm256_div_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(a)), q);
+  const __m256d v_hi =
+      _mm256_div_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)), q);
+  __m256 scale;
+  __m256i bits;
+  const __m256i overflow = RoundScaleUp8(v_lo, v_hi, sdt, &scale, &bits);
+  scale = _mm256_and_ps(nz, scale);
+  _mm256_store_ps(scale_out, scale);
+  _mm256_store_ps(inv_out, InverseScale(scale, nz));
+  _mm256_store_ps(zp_out, _mm256_setzero_ps());
+  _mm256_store_si256(reinterpret_cast<__m256i*>(bits_out),
+                     _mm256_and_si256(nzi, bits));
+  return _mm256_and_si256(overflow, nzi);
+}
+
+// DeriveAsymmetric(-magnitude(nbits), magnitude(hbits)) on 8 lanes.
+template <DType kIn>
+NIBBLE_AVX2_INLINE __m256i DeriveAsymmetric8(__m256i nbits, __m256i hbits,
+                                             int qmax, DType sdt,
+                                             float* scale_out, float* inv_out,
+                                             float* zp_out,
+                                             uint32_t* bits_out) {
+  const __m256i zero = _mm256_setzero_si256();
+  const __m256i has_neg = _mm256_cmpgt_epi32(nbits, zero);
+  const __m256i nzi =
+      _mm256_or_si256(has_neg, _mm256_cmpgt_epi32(hbits, zero));
+  const __m256 nz = _mm256_castsi256_ps(nzi);
+  const __m256 n = MagnitudesToFloat<kIn>(nbits);  // -l (+0.0 when l = 0)
+  const __m256 h = MagnitudesToFloat<kIn>(hbits);
+  // range = h - l = h + (-l) in double, exact operands as in the scalar code.
+  const __m256d q = _mm256_set1_pd(static_cast<double>(qmax));
+  const __m256d r_lo =
+      _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(h)),
+                    _mm256_cvtps_pd(_mm256_castps256_ps128(n)));
+  const __m256d r_hi =
+      _mm256_add_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(h, 1)),
+                    _mm256_cvtps_pd(_mm256_extractf128_ps(n, 1)));
+  __m256 scale;
+  __m256i bits;
+  const __m256i overflow = RoundScaleUp8(
+      _mm256_div_pd(r_lo, q), _mm256_div_pd(r_hi, q), sdt, &scale, &bits);
+  scale = _mm256_and_ps(nz, scale);
+  const __m256 inv = InverseScale(scale, nz);
+  // The scalar code rounds float(-l) * inv where l is +0.0 without negative
+  // elements, so -l is -0.0 and so is the zero point (kept: it is added to
+  // every rounded value in pass 2 and decides the sign of zero codes there).
+  const __m256 negl = _mm256_blendv_ps(_mm256_set1_ps(-0.0f), n,
+                                       _mm256_castsi256_ps(has_neg));
+  __m256 zp = _mm256_round_ps(_mm256_mul_ps(negl, inv),
+                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  zp = _mm256_max_ps(_mm256_setzero_ps(), zp);  // `zp < 0 ? 0 : zp`
+  zp = _mm256_min_ps(_mm256_set1_ps(static_cast<float>(qmax)), zp);
+  _mm256_store_ps(scale_out, scale);
+  _mm256_store_ps(inv_out, inv);
+  _mm256_store_ps(zp_out, _mm256_and_ps(nz, zp));  // +0.0 for a zero group
+  _mm256_store_si256(reinterpret_cast<__m256i*>(bits_out),
+                     _mm256_and_si256(nzi, bits));
+  return _mm256_and_si256(overflow, nzi);
+}
+
+// The same through the shared scalar functions (kVectorDerive = false).
+template <DType kIn, bool kSym>
+NIBBLE_AVX2_INLINE __m256i DeriveScalar8(const GroupBits8& b, int qmax,
+                                         DType sdt, float* scale_out,
+                                         float* inv_out, float* zp_out,
+                                         uint32_t* bits_out) {
+  alignas(32) uint32_t hi[8], neg[8];
+  alignas(32) int32_t overflow[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(hi), b.hi);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(neg), b.neg);
+  for (int k = 0; k < 8; ++k) {
+    GroupParams gp{0.0f, 0.0f, 0.0f, 0};
+    const bool fits =
+        kSym ? DeriveSymmetric(MagnitudeToFloat(hi[k], kIn), qmax, sdt, &gp)
+             : DeriveAsymmetric(-MagnitudeToFloat(neg[k], kIn),
+                                MagnitudeToFloat(hi[k], kIn), qmax, sdt, &gp);
+    overflow[k] = fits ? 0 : -1;
+    scale_out[k] = gp.scale;
+    inv_out[k] = gp.inv;
+    zp_out[k] = gp.zp;
+    bits_out[k] = gp.scale_bits;
+  }
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(overflow));
+}
+
+// Parameters of the 8 groups of b into bp lanes [8h, 8h + 8); returns the
+// overflowing lanes as a bit mask.
+template <DType kIn, bool kSym>
+NIBBLE_AVX2_INLINE uint32_t DeriveGroups8(const GroupBits8& b, int qmax,
+                                          DType sdt, BatchParams* bp, int h) {
+  float* s = bp->scale + 8 * h;
+  float* i = bp->inv + 8 * h;
+  float* z = bp->zp + 8 * h;
+  uint32_t* bits = bp->bits + 8 * h;
+  __m256i overflow;
+  if constexpr (!kVectorDerive) {
+    overflow = DeriveScalar8<kIn, kSym>(b, qmax, sdt, s, i, z, bits);
+  } else if constexpr (kSym) {
+    overflow = DeriveSymmetric8<kIn>(b.hi, qmax, sdt, s, i, z, bits);
+  } else {
+    overflow = DeriveAsymmetric8<kIn>(b.neg, b.hi, qmax, sdt, s, i, z, bits);
+  }
+  return static_cast<uint32_t>(
+      _mm256_movemask_ps(_mm256_castsi256_ps(overflow)));
+}
+
+// Scales (and zero points) of groups [g0, g0 + nb) of one row.
+template <bool kSym>
+NIBBLE_AVX2_INLINE void StoreBatch(const BatchParams& bp, int nb, DType sdt,
+                                   void* scales, uint8_t* zps, int64_t g0) {
+  if (nb == kBatch) {
+    const __m256i b0 =
+        _mm256_load_si256(reinterpret_cast<const __m256i*>(bp.bits));
+    const __m256i b1 =
+        _mm256_load_si256(reinterpret_cast<const __m256i*>(bp.bits + 8));
+    if (sdt == DType::kF32) {
+      uint32_t* d = static_cast<uint32_t*>(scales) + g0;
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), b0);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 8), b1);
+    } else {
+      // 16-bit patterns: packus keeps them; undo the lane interleave.
+      _mm256_storeu_si256(
+          reinterpret_cast<__m256i*>(static_cast<uint16_t*>(scales) + g0),
+          _mm256_permute4x64_epi64(_mm256_packus_epi32(b0, b1), 0xd8));
+    }
+    if constexpr (!kSym) {
+      const __m256i z0 = _mm256_cvttps_epi32(_mm256_load_ps(bp.zp));
+      const __m256i z1 = _mm256_cvttps_epi32(_mm256_load_ps(bp.zp + 8));
+      const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(z0, z1),
+                                                 0xd8);
+      const __m128i z = _mm_packus_epi16(_mm256_castsi256_si128(w),
+                                         _mm256_extracti128_si256(w, 1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(zps + g0), z);
+    }
+    return;
+  }
+  for (int k = 0; k < nb; ++k) {
+    StoreScale(scales, g0 + k, sdt, bp.bits[k]);
+    if constexpr (!kSym) zps[g0 + k] = static_cast<uint8_t>(bp.zp[k]);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -154,35 +474,58 @@ NIBBLE_AVX2_INLINE void FlushMetrics(Metrics* m) {
   FlushLanes(m->xe, m->dxe);
 }
 
+NIBBLE_AVX2_INLINE float HMaxPs(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
 // ---------------------------------------------------------------------------
 // Pass 2.
 
 struct VecParams {
   __m256 inv, scale, zp, lo_clamp, hi_clamp;
+  __m256i zp_i;  // zp as an integer
 };
 
-// Quantizes 8 elements (lanes 8h..8h+7 of the metrics) to int32 codes.
-template <DType kIn, bool kSym, bool kMetrics>
-NIBBLE_AVX2_INLINE __m256i QuantizeVec(const uint8_t* p, const VecParams& vp,
-                                       int h, Metrics* mt) {
+// Quantizes 8 elements (lanes 8h..8h+7 of the metrics) to int32 codes, with
+// the float sequence of scalar.cc (the metrics need the float level).
+template <DType kIn, bool kSym>
+NIBBLE_AVX2_INLINE __m256i QuantizeVecMetrics(const uint8_t* p,
+                                              const VecParams& vp, int h,
+                                              Metrics* mt) {
   const __m256 x = Load8<kIn>(p);
   __m256 q = _mm256_round_ps(_mm256_mul_ps(x, vp.inv),
                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   if constexpr (!kSym) q = _mm256_add_ps(q, vp.zp);
   q = _mm256_max_ps(vp.lo_clamp, q);  // q < lo ? lo : q
   q = _mm256_min_ps(vp.hi_clamp, q);  // q > hi ? hi : q
-  if constexpr (kMetrics) {
-    const __m256 d =
-        _mm256_mul_ps(kSym ? q : _mm256_sub_ps(q, vp.zp), vp.scale);
-    const __m256 e = _mm256_sub_ps(d, x);
-    mt->e2[h] = _mm256_fmadd_ps(e, e, mt->e2[h]);
-    mt->x2[h] = _mm256_fmadd_ps(x, x, mt->x2[h]);
-    mt->xe[h] = _mm256_fmadd_ps(x, e, mt->xe[h]);
-    const __m256 a =
-        _mm256_and_ps(e, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
-    mt->mx = _mm256_max_ps(a, mt->mx);  // a > max ? a : max
-  }
+  const __m256 d = _mm256_mul_ps(kSym ? q : _mm256_sub_ps(q, vp.zp), vp.scale);
+  const __m256 e = _mm256_sub_ps(d, x);
+  mt->e2[h] = _mm256_fmadd_ps(e, e, mt->e2[h]);
+  mt->x2[h] = _mm256_fmadd_ps(x, x, mt->x2[h]);
+  mt->xe[h] = _mm256_fmadd_ps(x, e, mt->xe[h]);
+  const __m256 a =
+      _mm256_and_ps(e, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
+  mt->mx = _mm256_max_ps(a, mt->mx);  // a > max ? a : max
   return _mm256_cvtps_epi32(q);  // q is an integer: exact
+}
+
+// The codes without metrics, in the integer domain: VCVTPS2DQ rounds to
+// nearest even under the default MXCSR (as std::nearbyint does in
+// scalar.cc), i.e. it is ROUNDPS followed by an exact conversion, as long as
+// |x * inv| < 2^31 -- it is at most about qmax, because the scale is at
+// least absmax / qmax ((hi - lo) / qmax when asymmetric). Adding the zero
+// point is exact in both domains, and the clamp is done on the packed bytes
+// (QuantizeStep), where the saturating packs preserve the order of every
+// value: clamp(saturate(v)) == clamp(v) for a clamp range inside int8/uint8.
+template <DType kIn, bool kSym>
+NIBBLE_AVX2_INLINE __m256i QuantizeVecInt(const uint8_t* p,
+                                          const VecParams& vp) {
+  __m256i c = _mm256_cvtps_epi32(_mm256_mul_ps(Load8<kIn>(p), vp.inv));
+  if constexpr (!kSym) c = _mm256_add_epi32(c, vp.zp_i);
+  return c;
 }
 
 // Quantizes 32 elements at p and writes 32 (INT8) or 16 (INT4) code bytes.
@@ -192,18 +535,30 @@ NIBBLE_AVX2_INLINE void QuantizeStep(const uint8_t* p, const VecParams& vp,
   constexpr size_t kVecBytes = 8 * InSize<kIn>();
   // Columns 0-7, 8-15 go to lanes 0-7, 8-15; then 16-23, 24-31 to the same
   // lanes, after them, as in the scalar column order.
-  const __m256i c0 = QuantizeVec<kIn, kSym, kMetrics>(p, vp, 0, mt);
-  const __m256i c1 = QuantizeVec<kIn, kSym, kMetrics>(p + kVecBytes, vp, 1, mt);
-  const __m256i p01 = _mm256_packs_epi32(c0, c1);
-  const __m256i c2 =
-      QuantizeVec<kIn, kSym, kMetrics>(p + 2 * kVecBytes, vp, 0, mt);
-  const __m256i c3 =
-      QuantizeVec<kIn, kSym, kMetrics>(p + 3 * kVecBytes, vp, 1, mt);
-  const __m256i p23 = _mm256_packs_epi32(c2, c3);
+  __m256i c[4];
+  for (int k = 0; k < 4; ++k) {
+    if constexpr (kMetrics) {
+      c[k] = QuantizeVecMetrics<kIn, kSym>(p + k * kVecBytes, vp, k & 1, mt);
+    } else {
+      c[k] = QuantizeVecInt<kIn, kSym>(p + k * kVecBytes, vp);
+    }
+  }
+  const __m256i p01 = _mm256_packs_epi32(c[0], c[1]);
+  const __m256i p23 = _mm256_packs_epi32(c[2], c[3]);
   // Dwords of b hold 4 consecutive elements each, in the order
-  // 0-3, 8-11, 16-19, 24-27 | 4-7, 12-15, 20-23, 28-31.
-  __m256i b = (kBits == 8 && !kSym) ? _mm256_packus_epi16(p01, p23)
-                                    : _mm256_packs_epi16(p01, p23);
+  // 0-3, 8-11, 16-19, 24-27 | 4-7, 12-15, 20-23, 28-31. Asymmetric codes are
+  // clamped to [0, 255] by the unsigned saturation.
+  __m256i b = kSym ? _mm256_packs_epi16(p01, p23)
+                   : _mm256_packus_epi16(p01, p23);
+  if constexpr (!kMetrics) {
+    // The clamp of scalar.cc (a no-op after the float clamp with metrics).
+    if constexpr (kSym) {
+      b = _mm256_max_epi8(b, _mm256_set1_epi8(kBits == 8 ? -127 : -7));
+      if constexpr (kBits == 4) b = _mm256_min_epi8(b, _mm256_set1_epi8(7));
+    } else if constexpr (kBits == 4) {
+      b = _mm256_min_epu8(b, _mm256_set1_epi8(15));
+    }
+  }
   if constexpr (kBits == 8) {
     b = _mm256_permutevar8x32_epi32(b,
                                     _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
@@ -221,11 +576,10 @@ NIBBLE_AVX2_INLINE void QuantizeStep(const uint8_t* p, const VecParams& vp,
   }
 }
 
-// Groups whose parameters are derived before any of them is quantized: the
-// derivations (divisions, data-dependent branches) then overlap instead of
-// stalling every group's second pass.
-constexpr int64_t kBatch = 16;
-
+// Groups are handled in batches of 16: pass 1 for each, the parameters of
+// all of them (two vectors of 8), then pass 2 for each. A failing group ends
+// the batch (and the row) there, after the groups before it are written,
+// which leaves the same bytes as the scalar group-by-group loop.
 template <DType kIn, int kBits, bool kSym, bool kMetrics>
 void QuantizeRowsT(const QuantizeArgs& a, int64_t row_begin, int64_t row_end,
                    RowOutcome* outcomes) {
@@ -239,9 +593,12 @@ void QuantizeRowsT(const QuantizeArgs& a, int64_t row_begin, int64_t row_end,
   const int64_t full_steps = group / kStep;
   const int64_t rem = group % kStep;  // nonzero only for a per-row group
   const size_t ssize = a.scale_dtype == DType::kF32 ? 4 : 2;
+  const __m256i finite_max =
+      _mm256_set1_epi32(static_cast<int32_t>(NonFiniteBits(kIn) - 1));
   alignas(32) uint8_t tail[kStep * 4];
   alignas(32) uint8_t tail_codes[kStep];
-  GroupParams params[kBatch];
+  __m256i hv[kBatch], nv[kBatch];
+  BatchParams bp;
   Metrics mt;
   for (int64_t r = row_begin; r < row_end; ++r) {
     RowOutcome& o = outcomes[r - row_begin];
@@ -253,54 +610,55 @@ void QuantizeRowsT(const QuantizeArgs& a, int64_t row_begin, int64_t row_end,
                    static_cast<size_t>(r) * a.scales_stride * ssize;
     uint8_t* zps = kSym ? nullptr : a.zero_points + r * a.zero_points_stride;
     if constexpr (kMetrics) ResetMetrics(&mt);
-    for (int64_t g0 = 0; g0 < groups; g0 += kBatch) {
-      const int64_t nb = groups - g0 < kBatch ? groups - g0 : kBatch;
-      // Pass 1 and the parameters of each group of the batch. A failing
-      // group ends the row after the groups before it are written, which
-      // leaves the same bytes as the scalar group-by-group loop.
-      int64_t ready = 0;
-      for (; ready < nb; ++ready) {
-        const int64_t g = g0 + ready, c0 = g * group;
-        const uint8_t* gp = row + static_cast<size_t>(c0) * esize;
-        if (rem != 0) {
-          std::memset(tail, 0, sizeof(tail));
-          std::memcpy(tail,
-                      gp + static_cast<size_t>(full_steps) * kStep * esize,
-                      static_cast<size_t>(rem) * esize);
-        }
-        __m256i amax = _mm256_setzero_si256();
-        __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
-        for (int64_t s = 0; s < full_steps; ++s) {
-          ScanStep<kIn, kSym>(gp + static_cast<size_t>(s) * kStep * esize,
-                              &amax, &lo, &hi);
-        }
-        if (rem != 0) ScanStep<kIn, kSym>(tail, &amax, &lo, &hi);
-        const uint32_t m = kIn == DType::kF32 ? HMaxU32(amax) : HMaxU16(amax);
-        if (m >= NonFiniteBits(kIn)) {
+    for (int64_t g0 = 0; g0 < groups && o.status == kRowOk; g0 += kBatch) {
+      int nb = static_cast<int>(groups - g0 < kBatch ? groups - g0 : kBatch);
+      for (int k = 0; k < nb; ++k) {
+        ScanGroup<kIn, kSym>(
+            row + static_cast<size_t>((g0 + k) * group) * esize, full_steps,
+            rem, tail, &hv[k], &nv[k]);
+      }
+      const int padded = nb <= 8 ? 8 : 16;
+      for (int k = nb; k < padded; ++k) {
+        hv[k] = nv[k] = _mm256_setzero_si256();
+      }
+      uint32_t non_finite = 0, bad = 0;
+      for (int h = 0; h < padded / 8; ++h) {
+        GroupBits8 b = ReduceGroups8<kIn, kSym>(hv + 8 * h, nv + 8 * h);
+        const __m256i nf =
+            _mm256_cmpgt_epi32(_mm256_max_epi32(b.hi, b.neg), finite_max);
+        // Those groups fail before deriving: keep NaN/Inf out of it.
+        b.hi = _mm256_andnot_si256(nf, b.hi);
+        b.neg = _mm256_andnot_si256(nf, b.neg);
+        const uint32_t nfm =
+            static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(nf)));
+        non_finite |= nfm << (8 * h);
+        bad |= (nfm | DeriveGroups8<kIn, kSym>(b, qmax, a.scale_dtype, &bp, h))
+               << (8 * h);
+      }
+      bad &= (1u << nb) - 1u;
+      if (bad != 0) {
+        const int k = __builtin_ctz(bad);
+        const int64_t c0 = (g0 + k) * group;
+        if ((non_finite >> k) & 1u) {
           o.status = kRowNonFinite;
           o.bad_col = FindNonFinite(row, kIn, c0, c0 + group);
-          break;
-        }
-        GroupParams& p = params[ready];
-        const bool fits = kSym ? DeriveSymmetric(MagnitudeToFloat(m, kIn), qmax,
-                                                 a.scale_dtype, &p)
-                               : DeriveAsymmetric(HMinPs(lo), HMaxPs(hi), qmax,
-                                                  a.scale_dtype, &p);
-        if (!fits) {
+        } else {
           o.status = kRowScaleOverflow;
           o.bad_col = c0;
-          break;
         }
-        StoreScale(scales, g, a.scale_dtype, p.scale_bits);
-        if constexpr (!kSym) zps[g] = static_cast<uint8_t>(p.zp);
+        nb = k;
       }
+      StoreBatch<kSym>(bp, nb, a.scale_dtype, scales, zps, g0);
       // Pass 2.
-      for (int64_t i = 0; i < ready; ++i) {
-        const int64_t c0 = (g0 + i) * group;
+      for (int k = 0; k < nb; ++k) {
+        const int64_t c0 = (g0 + k) * group;
         const uint8_t* gp = row + static_cast<size_t>(c0) * esize;
-        vp.inv = _mm256_set1_ps(params[i].inv);
-        vp.scale = _mm256_set1_ps(params[i].scale);
-        vp.zp = _mm256_set1_ps(params[i].zp);
+        vp.inv = _mm256_set1_ps(bp.inv[k]);
+        if constexpr (kMetrics) vp.scale = _mm256_set1_ps(bp.scale[k]);
+        if constexpr (!kSym) {
+          vp.zp = _mm256_set1_ps(bp.zp[k]);
+          vp.zp_i = _mm256_set1_epi32(static_cast<int32_t>(bp.zp[k]));
+        }
         uint8_t* gc = codes + c0 * kBits / 8;
         for (int64_t s = 0; s < full_steps; ++s) {
           QuantizeStep<kIn, kBits, kSym, kMetrics>(
@@ -313,14 +671,15 @@ void QuantizeRowsT(const QuantizeArgs& a, int64_t row_begin, int64_t row_end,
           }
         }
         if (rem != 0) {
-          // Pad elements quantize 0.0: for INT4 with odd columns this also
-          // yields the defined pad nibble of the row's last byte.
+          // The tail buffer still holds this group's zero-padded last step
+          // (a per-row group is alone in its batch). Pad elements quantize
+          // 0.0: for INT4 with odd columns this also yields the defined pad
+          // nibble of the row's last byte.
           QuantizeStep<kIn, kBits, kSym, kMetrics>(tail, vp, tail_codes, &mt);
           std::memcpy(gc + full_steps * kStep * kBits / 8, tail_codes,
                       static_cast<size_t>(kBits == 8 ? rem : (rem + 1) / 2));
         }
       }
-      if (o.status != kRowOk) break;
     }
     if (o.status != kRowOk) continue;
     if constexpr (kMetrics) {
