@@ -88,7 +88,7 @@ TEST(SchemeNameTest, RejectsBadNames) {
         "int4-g",    "int4-gx",   "int4-g0",     "int4-g48",
         "int4-g16",  "int4-g512", "int4-g99999", "int4-g128-foo",
         "int4_g128", "int8x",     "int4-g128 ",  " int4",
-        "uint8",     "int4-g-32", "int4-g+32"}) {
+        "uint8",     "int4-g-32", "int4-g+32", "int4-g0128"}) {
     SCOPED_TRACE(std::string("'") + bad + "'");
     QuantScheme s;
     const Status st = ParseScheme(bad, &s);

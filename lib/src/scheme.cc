@@ -99,7 +99,7 @@ Status ParseScheme(const std::string& text, QuantScheme* out) {
       s.symmetric = true;
     } else if (part == "row" || part == "channel") {
       s.group_size = 0;
-    } else if (part.size() > 1 && part[0] == 'g' &&
+    } else if (part.size() > 1 && part[0] == 'g' && part[1] != '0' &&
                part.find_first_not_of("0123456789", 1) == std::string::npos &&
                part.size() <= 5) {
       s.group_size = std::strtol(part.c_str() + 1, nullptr, 10);

@@ -45,6 +45,8 @@ nibble_cli_test(threads_zero 1 -e "--threads must be at least 1, got 0"
   -- ${_nibble} quantize ${_small} --threads 0)
 nibble_cli_test(threads_negative 1 -e "--threads must be at least 1, got -1"
   -- ${_nibble} quantize ${_small} --threads -1)
+nibble_cli_test(seed_negative 1 -e "--seed"
+  -- ${_nibble} quantize ${_small} --seed -1)
 nibble_cli_test(threads_too_many 1 -e "--threads must be at most"
   -- ${_nibble} quantize ${_small} --threads 100000)
 nibble_cli_test(threads_not_a_number 1 -e "--threads"

@@ -184,6 +184,7 @@ void AddQuantizeOptions(CLI::App* cmd, QuantizeOptions* o) {
   cmd->add_option("--dtype", o->dtype, "Input element type: f16|bf16|f32")
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of the generated matrix")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd->add_option("--distribution", o->distribution,
                   "heavy: LLM-like, Student-t (nu=5) entries plus ~1 in 1024 "
