@@ -8,7 +8,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build
   libeigen3-dev libomp-dev
-  libcli11-dev libspdlog-dev nlohmann-json3-dev
+  libcli11-dev libspdlog-dev nlohmann-json3-dev libtomlplusplus-dev libre2-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-venv
 )
