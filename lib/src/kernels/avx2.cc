@@ -20,6 +20,7 @@
 #include <cstring>
 
 #include "kernels/common.h"
+#include "kernels/instantiate.h"
 #include "kernels/table.h"
 
 // After every include: only the code below is compiled for AVX2, so no inline
@@ -694,37 +695,6 @@ void QuantizeRowsT(const QuantizeArgs& a, int64_t row_begin, int64_t row_end,
   }
 }
 
-template <DType kIn, int kBits, bool kSym>
-void QuantizeRowsM(const QuantizeArgs& a, int64_t r0, int64_t r1,
-                   RowOutcome* o) {
-  if (a.metrics) {
-    QuantizeRowsT<kIn, kBits, kSym, true>(a, r0, r1, o);
-  } else {
-    QuantizeRowsT<kIn, kBits, kSym, false>(a, r0, r1, o);
-  }
-}
-
-template <DType kIn>
-void QuantizeRowsD(const QuantizeArgs& a, int64_t r0, int64_t r1,
-                   RowOutcome* o) {
-  if (a.bits == 8) {
-    a.symmetric ? QuantizeRowsM<kIn, 8, true>(a, r0, r1, o)
-                : QuantizeRowsM<kIn, 8, false>(a, r0, r1, o);
-  } else {
-    a.symmetric ? QuantizeRowsM<kIn, 4, true>(a, r0, r1, o)
-                : QuantizeRowsM<kIn, 4, false>(a, r0, r1, o);
-  }
-}
-
-void QuantizeRows(const QuantizeArgs& a, int64_t r0, int64_t r1,
-                  RowOutcome* o) {
-  switch (a.in_dtype) {
-    case DType::kF32: QuantizeRowsD<DType::kF32>(a, r0, r1, o); break;
-    case DType::kF16: QuantizeRowsD<DType::kF16>(a, r0, r1, o); break;
-    case DType::kBF16: QuantizeRowsD<DType::kBF16>(a, r0, r1, o); break;
-  }
-}
-
 // ---------------------------------------------------------------------------
 // Dequantize.
 
@@ -848,23 +818,26 @@ void DequantizeRowsT(const DequantizeArgs& a, int64_t row_begin,
   }
 }
 
-template <DType kOut>
-void DequantizeRowsD(const DequantizeArgs& a, int64_t r0, int64_t r1) {
-  if (a.bits == 8) {
-    a.symmetric ? DequantizeRowsT<kOut, 8, true>(a, r0, r1)
-                : DequantizeRowsT<kOut, 8, false>(a, r0, r1);
-  } else {
-    a.symmetric ? DequantizeRowsT<kOut, 4, true>(a, r0, r1)
-                : DequantizeRowsT<kOut, 4, false>(a, r0, r1);
+// The kernels of this path, for the dispatch templates of instantiate.h.
+struct Kernels {
+  template <DType kIn, int kBits, bool kSym, bool kMetrics>
+  static void Quantize(const QuantizeArgs& a, int64_t r0, int64_t r1,
+                       RowOutcome* o) {
+    QuantizeRowsT<kIn, kBits, kSym, kMetrics>(a, r0, r1, o);
   }
+  template <DType kOut, int kBits, bool kSym>
+  static void Dequantize(const DequantizeArgs& a, int64_t r0, int64_t r1) {
+    DequantizeRowsT<kOut, kBits, kSym>(a, r0, r1);
+  }
+};
+
+void QuantizeRows(const QuantizeArgs& a, int64_t r0, int64_t r1,
+                  RowOutcome* o) {
+  DispatchQuantize<Kernels>(a, r0, r1, o);
 }
 
 void DequantizeRows(const DequantizeArgs& a, int64_t r0, int64_t r1) {
-  switch (a.out_dtype) {
-    case DType::kF32: DequantizeRowsD<DType::kF32>(a, r0, r1); break;
-    case DType::kF16: DequantizeRowsD<DType::kF16>(a, r0, r1); break;
-    case DType::kBF16: DequantizeRowsD<DType::kBF16>(a, r0, r1); break;
-  }
+  DispatchDequantize<Kernels>(a, r0, r1);
 }
 
 #undef NIBBLE_AVX2_INLINE
