@@ -3,7 +3,8 @@
 // The library never throws across its boundary. A call returns a Status whose
 // code says what kind of failure it was and whose message is one line meant
 // for a person. Kernel failures also carry the row and column of the element
-// that caused them; parsers (later) carry the byte offset.
+// that caused them; the format readers (nibble/io) carry the byte offset in
+// the file of what they rejected.
 #ifndef NIBBLE_STATUS_H_
 #define NIBBLE_STATUS_H_
 
@@ -47,6 +48,14 @@ class Status {
     return *this;
   }
 
+  // Byte offset in the file (from its first byte) of the rejected element for
+  // the format readers; -1 when not set.
+  int64_t offset() const { return offset_; }
+  Status& WithOffset(int64_t offset) {
+    offset_ = offset;
+    return *this;
+  }
+
   // "code: message" (what the tool prints).
   std::string ToString() const;
 
@@ -55,6 +64,7 @@ class Status {
   std::string message_;
   int64_t row_ = -1;
   int64_t col_ = -1;
+  int64_t offset_ = -1;
 };
 
 }  // namespace nibble
