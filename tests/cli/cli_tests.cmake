@@ -136,3 +136,5 @@ unset(_cli_dir)
 unset(_cli_work)
 unset(_nibble)
 unset(_small)
+
+include(${CMAKE_CURRENT_LIST_DIR}/convert_tests.cmake)

@@ -11,8 +11,13 @@ if(NOT NIBBLE_PYTHON_TESTS)
 endif()
 
 find_program(NIBBLE_BASH bash REQUIRED)
+# The built binary for test_convert_e2e.py (skipped without it).
+set(_nibble_bin "")
+if(TARGET nibble_cli)
+  set(_nibble_bin "$<TARGET_FILE:nibble_cli>")
+endif()
 add_test(NAME python.pytest
   COMMAND ${NIBBLE_BASH} -c
-    "bash scripts/setup-venv.sh && PYTHONDONTWRITEBYTECODE=1 NIBBLE_REQUIRE_REAL_MODEL=1 \"\${NIBBLE_VENV:-.venv}/bin/python\" -m pytest -q -rs tests/python"
+    "bash scripts/setup-venv.sh && PYTHONDONTWRITEBYTECODE=1 NIBBLE_BIN=\"${_nibble_bin}\" NIBBLE_REQUIRE_REAL_MODEL=1 \"\${NIBBLE_VENV:-.venv}/bin/python\" -m pytest -q -rs tests/python"
   WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(python.pytest PROPERTIES LABELS python TIMEOUT 900)

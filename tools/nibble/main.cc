@@ -25,6 +25,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "convert.h"
 #include "nibble/nibble.h"
 #include "report.h"
 #include "synth.h"
@@ -440,6 +441,9 @@ int Run(int argc, char** argv) {
   QuantizeOptions q;
   AddQuantizeOptions(quantize_cmd, &q);
 
+  ConvertOptions conv;
+  CLI::App* convert_cmd = AddConvertCommand(&app, &conv);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -465,8 +469,14 @@ int Run(int argc, char** argv) {
     return kExitOk;
   }
   if (quantize_cmd->parsed()) return RunQuantize(q, global_isa);
+  if (convert_cmd->parsed()) {
+    std::string error;
+    const int rc = RunConvert(conv, global_isa, &error);
+    if (rc != kExitOk) throw ToolError(rc, error);
+    return rc;
+  }
   std::cout << app.help();
-  Usage("no subcommand given: use quantize or info (or --version)");
+  Usage("no subcommand given: use convert, quantize or info (or --version)");
 }
 
 }  // namespace

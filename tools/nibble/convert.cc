@@ -1,0 +1,879 @@
+// `nibble convert`: see convert.h.
+#include "convert.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <omp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <limits>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "config.h"
+#include "nibble/io/atomic_file.h"
+#include "nibble/io/checkpoint.h"
+#include "nibble/io/compressed_tensors.h"
+#include "nibble/io/safetensors.h"
+#include "nibble/io/safetensors_writer.h"
+#include "nibble/nibble.h"
+#include "plan.h"
+#include "target.h"
+
+namespace nibble::tool {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A failure carrying its exit code; caught in RunConvert.
+struct ConvertError : std::runtime_error {
+  ConvertError(int c, const std::string& m) : std::runtime_error(m), code(c) {}
+  int code;
+};
+
+int ExitFor(StatusCode code) {
+  switch (code) {
+    case StatusCode::kOk: return 0;
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kUnsupported: return 1;
+    case StatusCode::kNonFinite:
+    case StatusCode::kScaleOverflow:
+    case StatusCode::kBadFormat: return 2;
+    case StatusCode::kIoError: return 3;
+    case StatusCode::kInternal: return 4;
+  }
+  return 4;
+}
+
+void Check(const Status& s, const std::string& context) {
+  if (s.ok()) return;
+  throw ConvertError(ExitFor(s.code()), context.empty()
+                                            ? s.ToString()
+                                            : context + ": " + s.ToString());
+}
+[[noreturn]] void UsageError(const std::string& m) { throw ConvertError(1, m); }
+[[noreturn]] void IoError(const std::string& m) { throw ConvertError(3, m); }
+
+// "5GB", "100MB", "64MiB", "123" (bytes).
+uint64_t ParseSize(const std::string& text) {
+  size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) ||
+                             text[i] == '.'))
+    ++i;
+  if (i == 0) UsageError("--max-shard-size: '" + text + "' is not a size");
+  double value = 0;
+  try {
+    value = std::stod(text.substr(0, i));
+  } catch (const std::exception&) {
+    UsageError("--max-shard-size: '" + text + "' is not a size");
+  }
+  std::string unit = text.substr(i);
+  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  double mult = 0;
+  if (unit.empty() || unit == "B") mult = 1;
+  else if (unit == "KB") mult = 1e3;
+  else if (unit == "MB") mult = 1e6;
+  else if (unit == "GB") mult = 1e9;
+  else if (unit == "TB") mult = 1e12;
+  else if (unit == "KIB") mult = 1024.0;
+  else if (unit == "MIB") mult = 1024.0 * 1024;
+  else if (unit == "GIB") mult = 1024.0 * 1024 * 1024;
+  else UsageError("--max-shard-size: unknown unit in '" + text +
+                  "' (B, KB, MB, GB, TB, KiB, MiB, GiB)");
+  const double bytes = value * mult;
+  if (!(bytes >= 1) || bytes > 9e18)
+    UsageError("--max-shard-size: '" + text + "' is out of range");
+  return static_cast<uint64_t>(bytes);
+}
+
+std::string Human(double bytes) {
+  char buf[64];
+  if (bytes >= 1e9) std::snprintf(buf, sizeof buf, "%.2f GB", bytes / 1e9);
+  else if (bytes >= 1e6) std::snprintf(buf, sizeof buf, "%.2f MB", bytes / 1e6);
+  else if (bytes >= 1e3) std::snprintf(buf, sizeof buf, "%.1f kB", bytes / 1e3);
+  else std::snprintf(buf, sizeof buf, "%.0f B", bytes);
+  return buf;
+}
+
+// Removes a directory tree when it goes out of scope (unless released).
+class TempDir {
+ public:
+  explicit TempDir(fs::path p) : path_(std::move(p)) {}
+  ~TempDir() {
+    if (path_.empty()) return;
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  void Release() { path_.clear(); }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+void FsyncPath(const fs::path& p, bool directory) {
+  const int fd = ::open(p.c_str(), (directory ? O_DIRECTORY : 0) | O_RDONLY | O_CLOEXEC);
+  if (fd < 0) IoError("cannot open '" + p.string() + "': " + std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) IoError("fsync '" + p.string() + "': " + std::strerror(err));
+}
+
+void WriteWholeFile(const fs::path& path, const std::string& bytes) {
+  std::unique_ptr<io::AtomicFile> f;
+  Check(io::AtomicFile::Create(path.string(), false, &f), path.string());
+  Check(f->Write(bytes.data(), bytes.size()), path.string());
+  Check(f->Commit(), path.string());
+}
+
+std::string ReadWholeFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) IoError("cannot read '" + path.string() + "': " + std::strerror(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) IoError("cannot read '" + path.string() + "'");
+  return ss.str();
+}
+
+// One per-tensor report row.
+struct Row {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t params = 0;
+  std::string scheme;
+  double bits_per_weight = 0;
+  int64_t bytes_in = 0;
+  int64_t bytes_out = 0;
+  bool quantized = false;
+  ErrorMetrics m;  // zero error for kept tensors
+};
+
+double JsonNumber(double v) { return v; }
+
+nlohmann::ordered_json RowJson(const Row& r) {
+  nlohmann::ordered_json j;
+  j["name"] = r.name;
+  j["shape"] = r.shape;
+  j["params"] = r.params;
+  j["scheme"] = r.scheme;
+  j["bits_per_weight"] = r.bits_per_weight;
+  j["bytes_in"] = r.bytes_in;
+  j["bytes_out"] = r.bytes_out;
+  j["rmse"] = r.m.rmse;
+  j["max_abs_error"] = r.m.max_abs_error;
+  if (std::isfinite(r.m.snr_db)) j["snr_db"] = JsonNumber(r.m.snr_db);
+  else j["snr_db"] = nullptr;
+  if (std::isfinite(r.m.cosine)) j["cosine"] = r.m.cosine;
+  else j["cosine"] = nullptr;
+  return j;
+}
+
+struct Totals {
+  int64_t tensors = 0, quantized = 0, params = 0, params_quantized = 0;
+  int64_t bytes_in = 0, bytes_out = 0;
+  double mean_snr_db = std::numeric_limits<double>::quiet_NaN();
+  std::string worst;
+  double worst_snr_db = std::numeric_limits<double>::quiet_NaN();
+};
+
+Totals ComputeTotals(const std::vector<Row>& rows) {
+  Totals t;
+  double snr_weighted = 0;
+  for (const Row& r : rows) {
+    ++t.tensors;
+    t.params += r.params;
+    t.bytes_in += r.bytes_in;
+    t.bytes_out += r.bytes_out;
+    if (!r.quantized) continue;
+    ++t.quantized;
+    if (std::isfinite(r.m.snr_db)) {
+      t.params_quantized += r.params;
+      snr_weighted += r.m.snr_db * static_cast<double>(r.params);
+    }
+    if (t.worst.empty() || r.m.snr_db < t.worst_snr_db) {
+      t.worst = r.name;
+      t.worst_snr_db = r.m.snr_db;
+    }
+  }
+  if (t.params_quantized > 0)
+    t.mean_snr_db = snr_weighted / static_cast<double>(t.params_quantized);
+  return t;
+}
+
+// Worst SNR first; exact tensors (infinite SNR) last, in input order.
+std::vector<const Row*> SortedRows(const std::vector<Row>& rows) {
+  std::vector<const Row*> out;
+  for (const Row& r : rows) out.push_back(&r);
+  std::stable_sort(out.begin(), out.end(), [](const Row* a, const Row* b) {
+    return a->m.snr_db < b->m.snr_db;
+  });
+  return out;
+}
+
+void PrintConvertTable(std::ostream& os, const std::vector<Row>& rows,
+                       const Totals& t, int top) {
+  std::vector<const Row*> sorted = SortedRows(rows);
+  size_t name_w = 6;
+  const size_t n = std::min<size_t>(sorted.size(), static_cast<size_t>(std::max(top, 0)));
+  for (size_t i = 0; i < n; ++i) name_w = std::max(name_w, sorted[i]->name.size());
+  char line[512];
+  os << std::string(name_w - 6 + 1, ' ').insert(0, "tensor") << "";
+  std::snprintf(line, sizeof line,
+                "%-16s %-14s %6s %11s %11s %11s %11s %8s %9s\n", "shape",
+                "scheme", "bits", "bytes_in", "bytes_out", "rmse", "max_abs",
+                "snr_db", "cosine");
+  os << line;
+  for (size_t i = 0; i < n; ++i) {
+    const Row& r = *sorted[i];
+    std::string name = r.name;
+    name.resize(name_w + 1, ' ');
+    char snr[32];
+    if (std::isfinite(r.m.snr_db)) std::snprintf(snr, sizeof snr, "%.2f", r.m.snr_db);
+    else std::snprintf(snr, sizeof snr, "inf");
+    std::snprintf(line, sizeof line,
+                  "%-16s %-14s %6.3f %11lld %11lld %11.4g %11.4g %8s %9.6f\n",
+                  FormatShape(r.shape).c_str(), r.scheme.c_str(),
+                  r.bits_per_weight, static_cast<long long>(r.bytes_in),
+                  static_cast<long long>(r.bytes_out), r.m.rmse,
+                  r.m.max_abs_error, snr, r.m.cosine);
+    os << name << line;
+  }
+  if (sorted.size() > n)
+    os << "... " << (sorted.size() - n) << " more tensors (see --report)\n";
+  char summary[512];
+  const double ratio = t.bytes_out > 0 ? static_cast<double>(t.bytes_in) /
+                                             static_cast<double>(t.bytes_out)
+                                       : 0;
+  std::snprintf(summary, sizeof summary,
+                "total: %lld tensors (%lld quantized), %lld params, %s -> %s "
+                "(%.2fx), mean SNR %.2f dB (param-weighted), worst %s "
+                "(%.2f dB)\n",
+                static_cast<long long>(t.tensors),
+                static_cast<long long>(t.quantized),
+                static_cast<long long>(t.params),
+                Human(static_cast<double>(t.bytes_in)).c_str(),
+                Human(static_cast<double>(t.bytes_out)).c_str(), ratio,
+                t.mean_snr_db, t.worst.empty() ? "-" : t.worst.c_str(),
+                t.worst_snr_db);
+  os << summary;
+}
+
+nlohmann::ordered_json TotalsJson(const Totals& t) {
+  nlohmann::ordered_json j;
+  j["tensors"] = t.tensors;
+  j["quantized"] = t.quantized;
+  j["params"] = t.params;
+  j["bytes_in"] = t.bytes_in;
+  j["bytes_out"] = t.bytes_out;
+  j["compression_ratio"] =
+      t.bytes_out > 0 ? static_cast<double>(t.bytes_in) / static_cast<double>(t.bytes_out) : 0.0;
+  if (std::isfinite(t.mean_snr_db)) j["mean_snr_db"] = t.mean_snr_db;
+  else j["mean_snr_db"] = nullptr;
+  if (t.worst.empty()) j["worst"] = nullptr;
+  else j["worst"] = t.worst;
+  if (std::isfinite(t.worst_snr_db)) j["worst_snr_db"] = t.worst_snr_db;
+  else j["worst_snr_db"] = nullptr;
+  return j;
+}
+
+std::string CsvRows(const std::vector<Row>& rows) {
+  std::ostringstream os;
+  os.precision(17);
+  os << "name,shape,params,scheme,bits_per_weight,bytes_in,bytes_out,rmse,"
+        "max_abs_error,snr_db,cosine\n";
+  for (const Row& r : rows) {
+    std::string shape;
+    for (size_t i = 0; i < r.shape.size(); ++i)
+      shape += (i ? "x" : "") + std::to_string(r.shape[i]);
+    os << '"' << r.name << "\"," << shape << ',' << r.params << ',' << r.scheme
+       << ',' << r.bits_per_weight << ',' << r.bytes_in << ',' << r.bytes_out
+       << ',' << r.m.rmse << ',' << r.m.max_abs_error << ',';
+    if (std::isfinite(r.m.snr_db)) os << r.m.snr_db;
+    os << ',' << r.m.cosine << '\n';
+  }
+  return os.str();
+}
+
+// Lexically normalised absolute path, symlinks of existing parts resolved.
+fs::path Canon(const fs::path& p) {
+  std::error_code ec;
+  fs::path c = fs::weakly_canonical(fs::absolute(p), ec);
+  if (ec) IoError("cannot resolve '" + p.string() + "': " + ec.message());
+  return c.lexically_normal();
+}
+
+bool IsInside(const fs::path& child, const fs::path& parent) {
+  auto c = child.begin();
+  for (auto it = parent.begin(); it != parent.end(); ++it, ++c) {
+    if (it->empty()) continue;  // trailing separator
+    if (c == child.end() || *c != *it) return false;
+  }
+  return true;
+}
+
+std::string ModuleName(const std::string& tensor) {
+  const std::string suffix = ".weight";
+  if (tensor.size() > suffix.size() &&
+      tensor.compare(tensor.size() - suffix.size(), suffix.size(), suffix) == 0)
+    return tensor.substr(0, tensor.size() - suffix.size());
+  return tensor;
+}
+
+bool LooksLikeEmbedding(const std::string& name) {
+  return name.find("embed") != std::string::npos ||
+         name.find("wte") != std::string::npos ||
+         name.find("wpe") != std::string::npos;
+}
+
+io::StDtype StFor(DType d) {
+  switch (d) {
+    case DType::kF16: return io::StDtype::kF16;
+    case DType::kBF16: return io::StDtype::kBF16;
+    case DType::kF32: return io::StDtype::kF32;
+  }
+  return io::StDtype::kF32;
+}
+
+float LoadElement(const uint8_t* p, DType d) {
+  if (d == DType::kF32) {
+    float f;
+    std::memcpy(&f, p, 4);
+    return f;
+  }
+  const uint16_t h = static_cast<uint16_t>(p[0] | (p[1] << 8));
+  return d == DType::kF16 ? HalfToFloat(h) : Bf16ToFloat(h);
+}
+
+void StoreElement(float f, DType d, uint8_t* p) {
+  if (d == DType::kF32) {
+    std::memcpy(p, &f, 4);
+    return;
+  }
+  const uint16_t h = d == DType::kF16 ? FloatToHalf(f) : FloatToBf16(f);
+  p[0] = static_cast<uint8_t>(h & 0xff);
+  p[1] = static_cast<uint8_t>(h >> 8);
+}
+
+// Casts `count` elements (round to nearest even) into *out and measures the
+// error. A finite value that overflows the target dtype is an error (exit 2)
+// naming the element.
+ErrorMetrics CastTensor(const uint8_t* src, DType from, DType to, int64_t count,
+                        const std::string& what, std::vector<uint8_t>* out) {
+  const size_t in_size = DTypeSize(from), out_size = DTypeSize(to);
+  out->resize(static_cast<size_t>(count) * out_size);
+  double sx2 = 0, sd2 = 0, se2 = 0, sxd = 0, max_abs = 0;
+  for (int64_t k = 0; k < count; ++k) {
+    const float x = LoadElement(src + static_cast<size_t>(k) * in_size, from);
+    uint8_t* dst = out->data() + static_cast<size_t>(k) * out_size;
+    StoreElement(x, to, dst);
+    const float d = LoadElement(dst, to);
+    if (std::isfinite(x) && !std::isfinite(d))
+      throw ConvertError(2, what + ": element " + std::to_string(k) + " (" +
+                                std::to_string(x) + ") overflows " +
+                                DTypeName(to));
+    if (!std::isfinite(x)) continue;
+    const double e = static_cast<double>(d) - static_cast<double>(x);
+    sx2 += static_cast<double>(x) * x;
+    sd2 += static_cast<double>(d) * d;
+    sxd += static_cast<double>(x) * d;
+    se2 += e * e;
+    max_abs = std::max(max_abs, std::fabs(e));
+  }
+  ErrorMetrics m;
+  m.count = count;
+  m.mse = count > 0 ? se2 / static_cast<double>(count) : 0;
+  m.rmse = std::sqrt(m.mse);
+  m.max_abs_error = max_abs;
+  m.snr_db = se2 > 0 ? 10 * std::log10(sx2 / se2)
+                     : std::numeric_limits<double>::infinity();
+  m.cosine = sx2 > 0 && sd2 > 0 ? sxd / std::sqrt(sx2 * sd2) : 1;
+  m.rel_frobenius = sx2 > 0 ? std::sqrt(se2 / sx2) : 0;
+  return m;
+}
+
+// SIGINT/SIGTERM: the first one is noted and checked between tensors (the
+// run then fails and removes its temporary directory); a second one removes
+// the open temporary file and exits at once.
+std::atomic<int> g_signal{0};
+
+extern "C" void OnSignal(int sig) {
+  if (g_signal.exchange(sig) != 0) {
+    io::RemoveTemporariesOnSignal();
+    ::_exit(128 + sig);
+  }
+}
+
+void CheckInterrupted() {
+  const int sig = g_signal.load();
+  if (sig != 0)
+    throw ConvertError(128 + sig, std::string("interrupted by signal ") +
+                                      std::to_string(sig) +
+                                      ": nothing written");
+}
+
+// Drops the pages of a tensor that was read from the mapping, so the
+// resident set stays near one tensor (the file stays mapped; a later read
+// faults the pages in again from the page cache).
+void ReleasePages(const uint8_t* data, uint64_t size) {
+  if (size == 0) return;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(data) & ~(page - 1);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(data) + size;
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+// One output tensor: its spec, the source bytes (kept) or an owned buffer.
+struct OutTensor {
+  io::TensorSpec spec;
+  const uint8_t* src = nullptr;
+  std::vector<uint8_t> owned;
+};
+
+int Convert(const ConvertOptions& o, const std::string& global_isa) {
+  if (o.quiet) spdlog::set_level(spdlog::level::warn);
+  if (o.threads < 0 || o.threads > 1024)
+    UsageError("--threads must be between 1 and 1024");
+  const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
+  const uint64_t max_shard = ParseSize(o.max_shard_size);
+  Isa requested = Isa::kAuto;
+  const std::string isa_name = o.isa.empty() ? global_isa : o.isa;
+  if (!ParseIsa(isa_name, &requested)) UsageError("--isa: unknown path '" + isa_name + "'");
+  Isa isa = Isa::kScalar;
+  Check(ResolveIsa(requested, &isa), "--isa " + isa_name);
+
+  // Rules first: a bad option fails before the checkpoint is read.
+  ConfigFile file;
+  if (!o.config.empty()) Check(LoadConfigFile(o.config, &file), "");
+  Overrides ov;
+  ov.scheme = o.scheme;
+  ov.group_size = o.group_size;
+  ov.keep = o.keep;
+  ov.tensor_type = o.tensor_type;
+  ov.strict = o.strict;
+  RuleSet rules;
+  Check(BuildRuleSet(o.config.empty() ? nullptr : &file, ov, &rules), "");
+
+  std::unique_ptr<io::Checkpoint> ckpt;
+  Check(io::Checkpoint::Open(o.input, &ckpt), "");
+  std::vector<TensorInfo> infos;
+  std::vector<const io::TensorInfo*> src_infos;
+  for (const io::CheckpointTensor& t : ckpt->tensors()) {
+    infos.push_back({t.info->name, io::StDtypeName(t.info->dtype), t.info->shape});
+    src_infos.push_back(t.info);
+  }
+  Plan plan;
+  const Status plan_status = BuildPlan(rules, infos, &plan);
+  for (const std::string& w : plan.warnings) spdlog::warn("{}", w);
+  Check(plan_status, "");
+
+  if (o.dry_run) {
+    std::cout << RenderPlan(plan);
+    return 0;
+  }
+
+  // Output path checks.
+  if (o.output.empty()) UsageError("OUT is empty");
+  fs::path out_path = Canon(o.output);
+  if (!out_path.has_filename()) out_path = out_path.parent_path();  // "out/"
+  if (!out_path.has_filename() || out_path == out_path.root_path())
+    UsageError("OUT '" + o.output + "' is not a usable directory name");
+  const fs::path in_path = Canon(o.input);
+  const fs::path in_dir = ckpt->layout() == io::Checkpoint::Layout::kFile
+                              ? in_path
+                              : Canon(ckpt->directory());
+  if (out_path == in_path || IsInside(out_path, in_dir) ||
+      IsInside(in_path, out_path))
+    UsageError("OUT '" + o.output + "' is the input, inside it, or contains it");
+  std::error_code ec;
+  const bool out_exists = fs::symlink_status(out_path, ec).type() != fs::file_type::not_found;
+  if (out_exists && !o.force)
+    UsageError("OUT '" + o.output + "' exists (use --force to replace it)");
+  if (!out_exists && ec && ec != std::errc::no_such_file_or_directory)
+    IoError("cannot stat '" + o.output + "': " + ec.message());
+
+  // Report files are opened before the work starts, and removed again if
+  // the run fails.
+  std::ofstream report_file, csv_file;
+  struct RemoveOnFailure {
+    std::vector<std::string> paths;
+    ~RemoveOnFailure() {
+      for (const std::string& p : paths) std::remove(p.c_str());
+    }
+  } remove_reports;
+  if (!o.report_path.empty()) {
+    report_file.open(o.report_path, std::ios::out | std::ios::trunc);
+    if (!report_file) IoError("cannot open '" + o.report_path + "': " + std::strerror(errno));
+    remove_reports.paths.push_back(o.report_path);
+  }
+  if (!o.csv_path.empty()) {
+    csv_file.open(o.csv_path, std::ios::out | std::ios::trunc);
+    if (!csv_file) IoError("cannot open '" + o.csv_path + "': " + std::strerror(errno));
+    remove_reports.paths.push_back(o.csv_path);
+  }
+
+  // Output tensor list and layouts.
+  std::vector<io::TensorSpec> specs;
+  std::vector<std::vector<size_t>> specs_of(plan.tensors.size());
+  std::vector<io::CtLayout> layouts(plan.tensors.size());
+  std::vector<io::CtConfigGroup> groups;
+  std::vector<std::string> ignore;
+  for (size_t i = 0; i < plan.tensors.size(); ++i) {
+    const TensorPlan& t = plan.tensors[i];
+    const io::TensorInfo& src = *src_infos[i];
+    if (!t.target.quantized()) {
+      specs_of[i].push_back(specs.size());
+      if (t.target.kind == TargetKind::kCast) {
+        const io::StDtype dt = StFor(t.target.cast_dtype);
+        specs.push_back({t.name, dt, src.shape,
+                         static_cast<uint64_t>(t.params) * DTypeSize(t.target.cast_dtype)});
+      } else {
+        specs.push_back({t.name, src.dtype, src.shape, src.byte_size()});
+      }
+      const bool linear_like = t.shape.size() == 2 && ModuleName(t.name) != t.name &&
+                               !LooksLikeEmbedding(t.name);
+      if (linear_like) ignore.push_back(ModuleName(t.name));
+      continue;
+    }
+    DType model_dtype;
+    if (!io::StDtypeToKernel(src.dtype, &model_dtype) || t.shape.size() != 2)
+      throw ConvertError(4, "tensor '" + t.name + "': planned for quantization but not a 2-D float matrix");
+    QuantScheme scheme = t.target.scheme;
+    scheme.scale_dtype = model_dtype;
+    io::CtLayout& L = layouts[i];
+    Check(io::CtLayoutFor(scheme, t.shape[0], t.shape[1], model_dtype, &L),
+          "tensor '" + t.name + "'");
+    const std::string m = ModuleName(t.name);
+    auto add = [&](const std::string& name, io::StDtype dt,
+                   std::vector<int64_t> shape, uint64_t bytes) {
+      specs_of[i].push_back(specs.size());
+      specs.push_back({name, dt, std::move(shape), bytes});
+    };
+    add(m + ".weight_packed", io::StDtype::kI32, L.weight_packed_shape, L.weight_packed_bytes);
+    add(m + ".weight_scale", src.dtype, L.weight_scale_shape, L.weight_scale_bytes);
+    if (!L.symmetric)
+      add(m + ".weight_zero_point", io::StDtype::kI32, L.weight_zero_point_shape,
+          L.weight_zero_point_bytes);
+    add(m + ".weight_shape", io::StDtype::kI64, {2}, io::CtLayout::kWeightShapeBytes);
+    const std::string sname = TargetName(t.target);
+    auto g = std::find_if(groups.begin(), groups.end(), [&](const io::CtConfigGroup& x) {
+      return SchemeName(x.scheme) == SchemeName(scheme);
+    });
+    if (g == groups.end()) {
+      groups.push_back({scheme, {}, false});
+      g = groups.end() - 1;
+    }
+    g->targets.push_back(m);
+    (void)sname;
+  }
+  std::string qconfig;
+  if (!groups.empty()) {
+    Check(io::BuildCtQuantizationConfig(groups, ignore, &qconfig),
+          "quantization_config");
+  } else {
+    spdlog::warn("no tensor is quantized: the output is a copy");
+  }
+  io::ShardPlan shards;
+  Check(io::PlanShards(specs, max_shard, &shards), "");
+  std::vector<size_t> shard_of(specs.size());
+  for (size_t s = 0; s < shards.tensors.size(); ++s)
+    for (size_t k : shards.tensors[s]) shard_of[k] = s;
+
+  // Temporary directory next to OUT.
+  const fs::path parent = out_path.parent_path();
+  const fs::path tmp_path =
+      parent / ("." + out_path.filename().string() + ".nibble-tmp-" +
+                std::to_string(::getpid()));
+  if (!fs::create_directory(tmp_path, ec) || ec)
+    IoError("cannot create '" + tmp_path.string() + "': " +
+            (ec ? ec.message() : std::string("it exists")));
+  TempDir tmp(tmp_path);
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+
+  ExecOptions exec;
+  exec.threads = threads;
+  exec.isa = isa;
+  std::vector<Row> rows;
+  std::unique_ptr<io::SafetensorsWriter> writer;
+  size_t writer_shard = 0;
+  const io::Metadata metadata = {{"format", "pt"}};
+  auto write_spec = [&](size_t k, const void* bytes) {
+    const size_t s = shard_of[k];
+    if (!writer || writer_shard != s) {
+      if (writer) Check(writer->Finish(), shards.file_names[writer_shard]);
+      std::vector<io::TensorSpec> list;
+      for (size_t idx : shards.tensors[s]) list.push_back(specs[idx]);
+      const fs::path p = tmp_path / shards.file_names[s];
+      Check(io::SafetensorsWriter::Create(p.string(), std::move(list), metadata,
+                                          false, &writer),
+            p.string());
+      writer_shard = s;
+    }
+    Check(writer->WriteTensor(specs[k].name, bytes, specs[k].byte_size),
+          "writing '" + specs[k].name + "'");
+  };
+
+  const size_t n = plan.tensors.size();
+  for (size_t i = 0; i < n; ++i) {
+    CheckInterrupted();
+    const TensorPlan& t = plan.tensors[i];
+    const io::TensorInfo& src = *src_infos[i];
+    const io::SafetensorsFile& file_ref = *ckpt->shards()[ckpt->tensors()[i].shard];
+    const uint8_t* data = nullptr;
+    Check(file_ref.TensorData(src, &data),
+          file_ref.path() + ": tensor '" + t.name + "'");
+    Row row;
+    row.name = t.name;
+    row.shape = t.shape;
+    row.params = t.params;
+    row.bytes_in = static_cast<int64_t>(src.byte_size());
+    if (t.target.kind == TargetKind::kCast) {
+      DType from;
+      if (!io::StDtypeToKernel(src.dtype, &from))
+        throw ConvertError(4, "tensor '" + t.name + "': cast of a non-float tensor");
+      std::vector<uint8_t> out;
+      row.m = CastTensor(data, from, t.target.cast_dtype, t.params,
+                         file_ref.path() + ": tensor '" + t.name + "'", &out);
+      write_spec(specs_of[i][0], out.data());
+      row.scheme = TargetName(t.target);
+      row.bits_per_weight = 8.0 * static_cast<double>(DTypeSize(t.target.cast_dtype));
+      row.bytes_out = static_cast<int64_t>(out.size());
+      ReleasePages(data, src.byte_size());
+      rows.push_back(std::move(row));
+      continue;
+    }
+    if (!t.target.quantized()) {
+      write_spec(specs_of[i][0], data);
+      row.scheme = "keep";
+      row.bits_per_weight = io::StDtypeBits(src.dtype);
+      row.bytes_out = row.bytes_in;
+      row.m.count = t.params;
+      row.m.snr_db = std::numeric_limits<double>::infinity();
+      ReleasePages(data, src.byte_size());
+      rows.push_back(std::move(row));
+      continue;
+    }
+    const io::CtLayout& L = layouts[i];
+    QuantScheme scheme = t.target.scheme;
+    scheme.scale_dtype = L.model_dtype;
+    const ConstMatrixView view{data, L.model_dtype, L.out, L.in, L.in};
+    QuantizedBuffers buf;
+    Check(buf.Allocate(scheme, L.out, L.in), "tensor '" + t.name + "'");
+    ErrorSums sums;
+    Check(Quantize(view, scheme, buf.view(), &sums, exec),
+          file_ref.path() + ": tensor '" + t.name + "' (data at byte " +
+              std::to_string(file_ref.data_offset() + src.begin) + ")");
+    const ConstQuantizedView cview = static_cast<const QuantizedBuffers&>(buf).view();
+    std::vector<uint8_t> packed(L.weight_packed_bytes), scales(L.weight_scale_bytes),
+        zps(L.weight_zero_point_bytes), shape(io::CtLayout::kWeightShapeBytes);
+    const std::string ctx = "tensor '" + t.name + "'";
+    Check(io::CtPackWeight(L, cview, packed.data(), packed.size()), ctx);
+    Check(io::CtPackScales(L, cview, scheme.scale_dtype, scales.data(), scales.size()), ctx);
+    if (!L.symmetric)
+      Check(io::CtPackZeroPoints(L, cview, zps.data(), zps.size()), ctx);
+    Check(io::CtWeightShape(L, shape.data(), shape.size()), ctx);
+    size_t k = 0;
+    write_spec(specs_of[i][k++], packed.data());
+    write_spec(specs_of[i][k++], scales.data());
+    if (!L.symmetric) write_spec(specs_of[i][k++], zps.data());
+    write_spec(specs_of[i][k++], shape.data());
+    row.scheme = TargetName(t.target);
+    row.bytes_out = static_cast<int64_t>(L.weight_packed_bytes + L.weight_scale_bytes +
+                                         L.weight_zero_point_bytes +
+                                         io::CtLayout::kWeightShapeBytes);
+    row.bits_per_weight = t.params > 0 ? 8.0 * static_cast<double>(row.bytes_out) /
+                                             static_cast<double>(t.params)
+                                       : 0;
+    row.quantized = true;
+    row.m = Summarize(sums);
+    ReleasePages(data, src.byte_size());
+    spdlog::debug("[{}/{}] {} {} snr {:.2f} dB", i + 1, n, t.name, row.scheme, row.m.snr_db);
+    rows.push_back(std::move(row));
+  }
+  // Shards that hold no tensor (only possible for an empty checkpoint).
+  if (!writer) {
+    for (size_t s = 0; s < shards.file_names.size(); ++s) {
+      const fs::path p = tmp_path / shards.file_names[s];
+      Check(io::SafetensorsWriter::Create(p.string(), {}, metadata, false, &writer), p.string());
+      Check(writer->Finish(), p.string());
+    }
+  } else {
+    Check(writer->Finish(), shards.file_names[writer_shard]);
+  }
+  writer.reset();
+  if (shards.file_names.size() > 1) {
+    std::string index;
+    Check(io::ShardIndexJson(specs, shards, &index), "index");
+    WriteWholeFile(tmp_path / io::kSafetensorsIndexName, index);
+  }
+
+  // config.json with quantization_config, then the other side files.
+  const fs::path in_root = ckpt->layout() == io::Checkpoint::Layout::kFile
+                               ? fs::path()
+                               : fs::path(ckpt->directory());
+  bool have_config = false;
+  for (const std::string& name : ckpt->other_files())
+    if (name == "config.json") have_config = true;
+  nlohmann::ordered_json config = nlohmann::ordered_json::object();
+  if (have_config) {
+    const std::string text = ReadWholeFile(in_root / "config.json");
+    config = nlohmann::ordered_json::parse(text, nullptr, false);
+    if (config.is_discarded() || !config.is_object())
+      throw ConvertError(2, (in_root / "config.json").string() +
+                                ": not a JSON object");
+  }
+  if (!qconfig.empty()) config["quantization_config"] = nlohmann::ordered_json::parse(qconfig);
+  else config.erase("quantization_config");
+  if (have_config || !qconfig.empty())
+    WriteWholeFile(tmp_path / "config.json", config.dump(2) + "\n");
+  for (const std::string& name : ckpt->other_files()) {
+    if (name == "config.json") continue;
+    WriteWholeFile(tmp_path / name, ReadWholeFile(in_root / name));
+  }
+  for (const std::string& name : ckpt->subdirectories()) {
+    fs::copy(in_root / name, tmp_path / name,
+             fs::copy_options::recursive | fs::copy_options::copy_symlinks, ec);
+    if (ec) IoError("cannot copy '" + (in_root / name).string() + "': " + ec.message());
+  }
+  for (const std::string& name : ckpt->unused_safetensors())
+    spdlog::warn("not copied: {} (not part of the checkpoint)", name);
+  FsyncPath(tmp_path, true);
+
+  // Move into place.
+  CheckInterrupted();
+  fs::path old;
+  if (out_exists) {
+    old = parent / ("." + out_path.filename().string() + ".nibble-old-" +
+                    std::to_string(::getpid()));
+    fs::rename(out_path, old, ec);
+    if (ec) IoError("cannot move the existing '" + o.output + "' aside: " + ec.message());
+  }
+  fs::rename(tmp_path, out_path, ec);
+  if (ec) {
+    std::error_code ec2;
+    if (!old.empty()) fs::rename(old, out_path, ec2);
+    IoError("cannot rename '" + tmp_path.string() + "' to '" + o.output +
+            "': " + ec.message());
+  }
+  tmp.Release();
+  if (!old.empty()) fs::remove_all(old, ec);
+  FsyncPath(parent, true);
+
+  const Totals totals = ComputeTotals(rows);
+  if (!o.quiet) {
+    PrintConvertTable(std::cout, rows, totals, o.top);
+    std::cout.flush();
+  }
+  if (report_file.is_open()) {
+    nlohmann::ordered_json j;
+    j["nibble_version"] = NIBBLE_VERSION_STRING;
+    j["input"] = o.input;
+    j["output"] = o.output;
+    j["tensors"] = nlohmann::ordered_json::array();
+    for (const Row& r : rows) j["tensors"].push_back(RowJson(r));
+    j["totals"] = TotalsJson(totals);
+    report_file << j.dump(2) << "\n";
+    report_file.close();
+    if (!report_file) IoError("cannot write '" + o.report_path + "'");
+  }
+  if (csv_file.is_open()) {
+    csv_file << CsvRows(rows);
+    csv_file.close();
+    if (!csv_file) IoError("cannot write '" + o.csv_path + "'");
+  }
+  remove_reports.paths.clear();
+  spdlog::info("wrote {} ({} shard{})", o.output, shards.file_names.size(),
+               shards.file_names.size() == 1 ? "" : "s");
+  return 0;
+}
+
+}  // namespace
+
+CLI::App* AddConvertCommand(CLI::App* app, ConvertOptions* o) {
+  CLI::App* cmd = app->add_subcommand(
+      "convert",
+      "Convert a safetensors checkpoint (file or Hugging Face model "
+      "directory, sharded or not) to a compressed-tensors model directory "
+      "(INT8/INT4 pack-quantized) and print a per-layer error table");
+  cmd->add_option("IN", o->input, "Input: a .safetensors file or a model directory")
+      ->required();
+  cmd->add_option("OUT", o->output,
+                  "Output model directory (must not exist, unless --force)")
+      ->required();
+  cmd->add_option("--config", o->config, "Mixed-precision rules (TOML)")
+      ->type_name("FILE");
+  cmd->add_option("--scheme", o->scheme,
+                  std::string("Default target of 2-D linear weights (replaces "
+                              "the config's `default`; built-in: int8). ") +
+                      kTargetNamesHelp);
+  cmd->add_option("--group-size", o->group_size,
+                  "Group size of int4 names without -gN: 32, 64, 128, 256");
+  cmd->add_option("--keep", o->keep, "Keep tensors matching PATTERN unquantized (repeatable)")
+      ->type_name("PATTERN");
+  cmd->add_option("--tensor-type", o->tensor_type,
+                  "PATTERN=SCHEME rule, before the config's rules (repeatable)")
+      ->type_name("PATTERN=SCHEME");
+  cmd->add_flag("--strict", o->strict, "Turn plan warnings into errors");
+  cmd->add_flag("--dry-run", o->dry_run, "Print the plan and totals; write nothing");
+  cmd->add_option("--threads", o->threads, "OpenMP threads (default: all cores)");
+  cmd->add_option("--isa", o->isa, "Kernel path: auto|scalar|avx2|avx512")
+      ->check(CLI::IsMember({"auto", "scalar", "avx2", "avx512"}));
+  cmd->add_flag("--force", o->force, "Replace an existing OUT");
+  cmd->add_option("--max-shard-size", o->max_shard_size,
+                  "Largest shard (tensor bytes), e.g. 5GB, 500MB, 64MiB")
+      ->capture_default_str();
+  cmd->add_option("--report", o->report_path,
+                  "Write the per-tensor report as JSON (keys tensors, totals)")
+      ->type_name("FILE.json");
+  cmd->add_option("--csv", o->csv_path, "Write the per-tensor rows as CSV")
+      ->type_name("FILE");
+  cmd->add_option("--top", o->top, "Rows of the table (worst SNR first)")
+      ->capture_default_str();
+  cmd->add_flag("-q,--quiet", o->quiet, "Print no table, only warnings and errors");
+  cmd->footer(std::string(kPlanDefaultsHelp) +
+              "\nScales are stored in each weight's own dtype (F16/BF16/F32). "
+              "Cast targets (fp16/bf16/fp32) round to nearest even; a "
+              "finite value that overflows is an error. Not supported yet: "
+              "progress bar.\nOutput is written to .OUT.nibble-tmp-PID next to "
+              "OUT and renamed at the end.\n");
+  return cmd;
+}
+
+int RunConvert(const ConvertOptions& o, const std::string& global_isa,
+               std::string* error) {
+  try {
+    return Convert(o, global_isa);
+  } catch (const ConvertError& e) {
+    *error = e.what();
+    return e.code;
+  } catch (const std::bad_alloc&) {
+    *error = "out of memory";
+    return 4;
+  } catch (const std::filesystem::filesystem_error& e) {
+    *error = e.what();
+    return 3;
+  } catch (const nlohmann::json::exception& e) {
+    *error = std::string("JSON: ") + e.what();
+    return 2;
+  }
+}
+
+}  // namespace nibble::tool
