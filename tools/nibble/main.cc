@@ -26,6 +26,7 @@
 #include <spdlog/spdlog.h>
 
 #include "convert.h"
+#include "dequant.h"
 #include "nibble/nibble.h"
 #include "report.h"
 #include "synth.h"
@@ -443,6 +444,8 @@ int Run(int argc, char** argv) {
 
   ConvertOptions conv;
   CLI::App* convert_cmd = AddConvertCommand(&app, &conv);
+  DequantOptions deq;
+  CLI::App* dequant_cmd = AddDequantCommand(&app, &deq);
 
   try {
     app.parse(argc, argv);
@@ -475,8 +478,14 @@ int Run(int argc, char** argv) {
     if (rc != kExitOk) throw ToolError(rc, error);
     return rc;
   }
+  if (dequant_cmd->parsed()) {
+    std::string error;
+    const int rc = RunDequant(deq, &error);
+    if (rc != kExitOk) throw ToolError(rc, error);
+    return rc;
+  }
   std::cout << app.help();
-  Usage("no subcommand given: use convert, quantize or info (or --version)");
+  Usage("no subcommand given: use convert, dequant, quantize or info (or --version)");
 }
 
 }  // namespace
