@@ -28,6 +28,7 @@
 #include <spdlog/spdlog.h>
 
 #include "config.h"
+#include "output_dir.h"
 #include "nibble/io/atomic_file.h"
 #include "nibble/io/checkpoint.h"
 #include "nibble/io/compressed_tensors.h"
@@ -43,65 +44,7 @@ namespace {
 namespace fs = std::filesystem;
 
 // A failure carrying its exit code; caught in RunConvert.
-struct ConvertError : std::runtime_error {
-  ConvertError(int c, const std::string& m) : std::runtime_error(m), code(c) {}
-  int code;
-};
-
-int ExitFor(StatusCode code) {
-  switch (code) {
-    case StatusCode::kOk: return 0;
-    case StatusCode::kInvalidArgument:
-    case StatusCode::kUnsupported: return 1;
-    case StatusCode::kNonFinite:
-    case StatusCode::kScaleOverflow:
-    case StatusCode::kBadFormat: return 2;
-    case StatusCode::kIoError: return 3;
-    case StatusCode::kInternal: return 4;
-  }
-  return 4;
-}
-
-void Check(const Status& s, const std::string& context) {
-  if (s.ok()) return;
-  throw ConvertError(ExitFor(s.code()), context.empty()
-                                            ? s.ToString()
-                                            : context + ": " + s.ToString());
-}
-[[noreturn]] void UsageError(const std::string& m) { throw ConvertError(1, m); }
-[[noreturn]] void IoError(const std::string& m) { throw ConvertError(3, m); }
-
-// "5GB", "100MB", "64MiB", "123" (bytes).
-uint64_t ParseSize(const std::string& text) {
-  size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) ||
-                             text[i] == '.'))
-    ++i;
-  if (i == 0) UsageError("--max-shard-size: '" + text + "' is not a size");
-  double value = 0;
-  try {
-    value = std::stod(text.substr(0, i));
-  } catch (const std::exception&) {
-    UsageError("--max-shard-size: '" + text + "' is not a size");
-  }
-  std::string unit = text.substr(i);
-  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  double mult = 0;
-  if (unit.empty() || unit == "B") mult = 1;
-  else if (unit == "KB") mult = 1e3;
-  else if (unit == "MB") mult = 1e6;
-  else if (unit == "GB") mult = 1e9;
-  else if (unit == "TB") mult = 1e12;
-  else if (unit == "KIB") mult = 1024.0;
-  else if (unit == "MIB") mult = 1024.0 * 1024;
-  else if (unit == "GIB") mult = 1024.0 * 1024 * 1024;
-  else UsageError("--max-shard-size: unknown unit in '" + text +
-                  "' (B, KB, MB, GB, TB, KiB, MiB, GiB)");
-  const double bytes = value * mult;
-  if (!(bytes >= 1) || bytes > 9e18)
-    UsageError("--max-shard-size: '" + text + "' is out of range");
-  return static_cast<uint64_t>(bytes);
-}
+using ConvertError = ToolError;
 
 std::string Human(double bytes) {
   char buf[64];
@@ -110,47 +53,6 @@ std::string Human(double bytes) {
   else if (bytes >= 1e3) std::snprintf(buf, sizeof buf, "%.1f kB", bytes / 1e3);
   else std::snprintf(buf, sizeof buf, "%.0f B", bytes);
   return buf;
-}
-
-// Removes a directory tree when it goes out of scope (unless released).
-class TempDir {
- public:
-  explicit TempDir(fs::path p) : path_(std::move(p)) {}
-  ~TempDir() {
-    if (path_.empty()) return;
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  void Release() { path_.clear(); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-void FsyncPath(const fs::path& p, bool directory) {
-  const int fd = ::open(p.c_str(), (directory ? O_DIRECTORY : 0) | O_RDONLY | O_CLOEXEC);
-  if (fd < 0) IoError("cannot open '" + p.string() + "': " + std::strerror(errno));
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) IoError("fsync '" + p.string() + "': " + std::strerror(err));
-}
-
-void WriteWholeFile(const fs::path& path, const std::string& bytes) {
-  std::unique_ptr<io::AtomicFile> f;
-  Check(io::AtomicFile::Create(path.string(), false, &f), path.string());
-  Check(f->Write(bytes.data(), bytes.size()), path.string());
-  Check(f->Commit(), path.string());
-}
-
-std::string ReadWholeFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) IoError("cannot read '" + path.string() + "': " + std::strerror(errno));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) IoError("cannot read '" + path.string() + "'");
-  return ss.str();
 }
 
 // One per-tensor report row.
@@ -310,23 +212,6 @@ std::string CsvRows(const std::vector<Row>& rows) {
     os << ',' << r.m.cosine << '\n';
   }
   return os.str();
-}
-
-// Lexically normalised absolute path, symlinks of existing parts resolved.
-fs::path Canon(const fs::path& p) {
-  std::error_code ec;
-  fs::path c = fs::weakly_canonical(fs::absolute(p), ec);
-  if (ec) IoError("cannot resolve '" + p.string() + "': " + ec.message());
-  return c.lexically_normal();
-}
-
-bool IsInside(const fs::path& child, const fs::path& parent) {
-  auto c = child.begin();
-  for (auto it = parent.begin(); it != parent.end(); ++it, ++c) {
-    if (it->empty()) continue;  // trailing separator
-    if (c == child.end() || *c != *it) return false;
-  }
-  return true;
 }
 
 std::string ModuleName(const std::string& tensor) {
@@ -490,24 +375,8 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
   }
 
   // Output path checks.
-  if (o.output.empty()) UsageError("OUT is empty");
-  fs::path out_path = Canon(o.output);
-  if (!out_path.has_filename()) out_path = out_path.parent_path();  // "out/"
-  if (!out_path.has_filename() || out_path == out_path.root_path())
-    UsageError("OUT '" + o.output + "' is not a usable directory name");
-  const fs::path in_path = Canon(o.input);
-  const fs::path in_dir = ckpt->layout() == io::Checkpoint::Layout::kFile
-                              ? in_path
-                              : Canon(ckpt->directory());
-  if (out_path == in_path || IsInside(out_path, in_dir) ||
-      IsInside(in_path, out_path))
-    UsageError("OUT '" + o.output + "' is the input, inside it, or contains it");
-  std::error_code ec;
-  const bool out_exists = fs::symlink_status(out_path, ec).type() != fs::file_type::not_found;
-  if (out_exists && !o.force)
-    UsageError("OUT '" + o.output + "' exists (use --force to replace it)");
-  if (!out_exists && ec && ec != std::errc::no_such_file_or_directory)
-    IoError("cannot stat '" + o.output + "': " + ec.message());
+  const OutputDir out_dir = CheckOutputDir(o.output, o.input, *ckpt, o.force);
+  const fs::path& out_path = out_dir.path;
 
   // Report files are opened before the work starts, and removed again if
   // the run fails.
@@ -597,13 +466,7 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
     for (size_t k : shards.tensors[s]) shard_of[k] = s;
 
   // Temporary directory next to OUT.
-  const fs::path parent = out_path.parent_path();
-  const fs::path tmp_path =
-      parent / ("." + out_path.filename().string() + ".nibble-tmp-" +
-                std::to_string(::getpid()));
-  if (!fs::create_directory(tmp_path, ec) || ec)
-    IoError("cannot create '" + tmp_path.string() + "': " +
-            (ec ? ec.message() : std::string("it exists")));
+  const fs::path tmp_path = CreateTempDirFor(out_path);
   TempDir tmp(tmp_path);
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
@@ -744,38 +607,12 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
   else config.erase("quantization_config");
   if (have_config || !qconfig.empty())
     WriteWholeFile(tmp_path / "config.json", config.dump(2) + "\n");
-  for (const std::string& name : ckpt->other_files()) {
-    if (name == "config.json") continue;
-    WriteWholeFile(tmp_path / name, ReadWholeFile(in_root / name));
-  }
-  for (const std::string& name : ckpt->subdirectories()) {
-    fs::copy(in_root / name, tmp_path / name,
-             fs::copy_options::recursive | fs::copy_options::copy_symlinks, ec);
-    if (ec) IoError("cannot copy '" + (in_root / name).string() + "': " + ec.message());
-  }
-  for (const std::string& name : ckpt->unused_safetensors())
-    spdlog::warn("not copied: {} (not part of the checkpoint)", name);
-  FsyncPath(tmp_path, true);
+  CopySideFiles(*ckpt, in_root, tmp_path);
+  FsyncDir(tmp_path);
 
   // Move into place.
   CheckInterrupted();
-  fs::path old;
-  if (out_exists) {
-    old = parent / ("." + out_path.filename().string() + ".nibble-old-" +
-                    std::to_string(::getpid()));
-    fs::rename(out_path, old, ec);
-    if (ec) IoError("cannot move the existing '" + o.output + "' aside: " + ec.message());
-  }
-  fs::rename(tmp_path, out_path, ec);
-  if (ec) {
-    std::error_code ec2;
-    if (!old.empty()) fs::rename(old, out_path, ec2);
-    IoError("cannot rename '" + tmp_path.string() + "' to '" + o.output +
-            "': " + ec.message());
-  }
-  tmp.Release();
-  if (!old.empty()) fs::remove_all(old, ec);
-  FsyncPath(parent, true);
+  MoveIntoPlace(&tmp, out_dir, o.output);
 
   const Totals totals = ComputeTotals(rows);
   if (!o.quiet) {

@@ -1,0 +1,195 @@
+// See output_dir.h.
+#include "output_dir.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <system_error>
+
+#include <spdlog/spdlog.h>
+
+#include "nibble/io/atomic_file.h"
+
+namespace nibble::tool {
+
+namespace fs = std::filesystem;
+
+int ExitFor(StatusCode code) {
+  switch (code) {
+    case StatusCode::kOk: return 0;
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kUnsupported: return 1;
+    case StatusCode::kNonFinite:
+    case StatusCode::kScaleOverflow:
+    case StatusCode::kBadFormat: return 2;
+    case StatusCode::kIoError: return 3;
+    case StatusCode::kInternal: return 4;
+  }
+  return 4;
+}
+
+void Check(const Status& s, const std::string& context) {
+  if (s.ok()) return;
+  throw ToolError(ExitFor(s.code()),
+                  context.empty() ? s.ToString() : context + ": " + s.ToString());
+}
+
+void UsageError(const std::string& m) { throw ToolError(1, m); }
+void IoError(const std::string& m) { throw ToolError(3, m); }
+
+uint64_t ParseSize(const std::string& text) {
+  size_t i = 0;
+  while (i < text.size() &&
+         (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
+    ++i;
+  if (i == 0) UsageError("--max-shard-size: '" + text + "' is not a size");
+  double value = 0;
+  try {
+    value = std::stod(text.substr(0, i));
+  } catch (const std::exception&) {
+    UsageError("--max-shard-size: '" + text + "' is not a size");
+  }
+  std::string unit = text.substr(i);
+  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  double mult = 0;
+  if (unit.empty() || unit == "B") mult = 1;
+  else if (unit == "KB") mult = 1e3;
+  else if (unit == "MB") mult = 1e6;
+  else if (unit == "GB") mult = 1e9;
+  else if (unit == "TB") mult = 1e12;
+  else if (unit == "KIB") mult = 1024.0;
+  else if (unit == "MIB") mult = 1024.0 * 1024;
+  else if (unit == "GIB") mult = 1024.0 * 1024 * 1024;
+  else UsageError("--max-shard-size: unknown unit in '" + text +
+                  "' (B, KB, MB, GB, TB, KiB, MiB, GiB)");
+  const double bytes = value * mult;
+  if (!(bytes >= 1) || bytes > 9e18)
+    UsageError("--max-shard-size: '" + text + "' is out of range");
+  return static_cast<uint64_t>(bytes);
+}
+
+TempDir::~TempDir() {
+  if (path_.empty()) return;
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+void FsyncDir(const fs::path& p) {
+  const int fd = ::open(p.c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+  if (fd < 0) IoError("cannot open '" + p.string() + "': " + std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) IoError("fsync '" + p.string() + "': " + std::strerror(err));
+}
+
+void WriteWholeFile(const fs::path& path, const std::string& bytes) {
+  std::unique_ptr<io::AtomicFile> f;
+  Check(io::AtomicFile::Create(path.string(), false, &f), path.string());
+  Check(f->Write(bytes.data(), bytes.size()), path.string());
+  Check(f->Commit(), path.string());
+}
+
+std::string ReadWholeFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) IoError("cannot read '" + path.string() + "': " + std::strerror(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) IoError("cannot read '" + path.string() + "'");
+  return ss.str();
+}
+
+fs::path Canon(const fs::path& p) {
+  std::error_code ec;
+  fs::path c = fs::weakly_canonical(fs::absolute(p), ec);
+  if (ec) IoError("cannot resolve '" + p.string() + "': " + ec.message());
+  return c.lexically_normal();
+}
+
+bool IsInside(const fs::path& child, const fs::path& parent) {
+  auto c = child.begin();
+  for (auto it = parent.begin(); it != parent.end(); ++it, ++c) {
+    if (it->empty()) continue;  // trailing separator
+    if (c == child.end() || *c != *it) return false;
+  }
+  return true;
+}
+
+OutputDir CheckOutputDir(const std::string& output, const std::string& input,
+                         const io::Checkpoint& ckpt, bool force) {
+  if (output.empty()) UsageError("OUT is empty");
+  OutputDir out;
+  out.path = Canon(output);
+  if (!out.path.has_filename()) out.path = out.path.parent_path();  // "out/"
+  if (!out.path.has_filename() || out.path == out.path.root_path())
+    UsageError("OUT '" + output + "' is not a usable directory name");
+  const fs::path in_path = Canon(input);
+  const fs::path in_dir = ckpt.layout() == io::Checkpoint::Layout::kFile
+                              ? in_path
+                              : Canon(ckpt.directory());
+  if (out.path == in_path || IsInside(out.path, in_dir) || IsInside(in_path, out.path))
+    UsageError("OUT '" + output + "' is the input, inside it, or contains it");
+  std::error_code ec;
+  out.exists = fs::symlink_status(out.path, ec).type() != fs::file_type::not_found;
+  if (out.exists && !force)
+    UsageError("OUT '" + output + "' exists (use --force to replace it)");
+  if (!out.exists && ec && ec != std::errc::no_such_file_or_directory)
+    IoError("cannot stat '" + output + "': " + ec.message());
+  return out;
+}
+
+fs::path CreateTempDirFor(const fs::path& out) {
+  const fs::path tmp_path = out.parent_path() / ("." + out.filename().string() +
+                                                 ".nibble-tmp-" + std::to_string(::getpid()));
+  std::error_code ec;
+  if (!fs::create_directory(tmp_path, ec) || ec)
+    IoError("cannot create '" + tmp_path.string() + "': " +
+            (ec ? ec.message() : std::string("it exists")));
+  return tmp_path;
+}
+
+void CopySideFiles(const io::Checkpoint& ckpt, const fs::path& in_root, const fs::path& dir) {
+  for (const std::string& name : ckpt.other_files()) {
+    if (name == "config.json") continue;
+    WriteWholeFile(dir / name, ReadWholeFile(in_root / name));
+  }
+  std::error_code ec;
+  for (const std::string& name : ckpt.subdirectories()) {
+    fs::copy(in_root / name, dir / name,
+             fs::copy_options::recursive | fs::copy_options::copy_symlinks, ec);
+    if (ec) IoError("cannot copy '" + (in_root / name).string() + "': " + ec.message());
+  }
+  for (const std::string& name : ckpt.unused_safetensors())
+    spdlog::warn("not copied: {} (not part of the checkpoint)", name);
+}
+
+void MoveIntoPlace(TempDir* guard, const OutputDir& out, const std::string& output) {
+  const fs::path tmp_path = guard->path();
+  const fs::path parent = out.path.parent_path();
+  std::error_code ec;
+  fs::path old;
+  if (out.exists) {
+    old = parent / ("." + out.path.filename().string() + ".nibble-old-" +
+                    std::to_string(::getpid()));
+    fs::rename(out.path, old, ec);
+    if (ec) IoError("cannot move the existing '" + output + "' aside: " + ec.message());
+  }
+  fs::rename(tmp_path, out.path, ec);
+  if (ec) {
+    std::error_code ec2;
+    if (!old.empty()) fs::rename(old, out.path, ec2);
+    IoError("cannot rename '" + tmp_path.string() + "' to '" + output + "': " +
+            ec.message());
+  }
+  guard->Release();
+  if (!old.empty()) fs::remove_all(old, ec);
+  FsyncDir(parent);
+}
+
+}  // namespace nibble::tool

@@ -1,0 +1,85 @@
+// Helpers shared by `nibble convert` and `nibble dequant`: exit-coded
+// errors, --max-shard-size parsing, whole-file I/O, the OUT path checks, the
+// temporary output directory next to OUT, copying of side files and moving
+// the result into place (replacing OUT under --force).
+#ifndef NIBBLE_TOOLS_NIBBLE_OUTPUT_DIR_H_
+#define NIBBLE_TOOLS_NIBBLE_OUTPUT_DIR_H_
+
+#include <cstdint>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+
+#include "nibble/io/checkpoint.h"
+#include "nibble/status.h"
+
+namespace nibble::tool {
+
+// A failure carrying its exit code (1 usage, 2 bad input, 3 I/O, 4 internal).
+struct ToolError : std::runtime_error {
+  ToolError(int c, const std::string& m) : std::runtime_error(m), code(c) {}
+  int code;
+};
+
+// The exit code for a library status.
+int ExitFor(StatusCode code);
+// Throws a ToolError for a failed status, prefixed with `context` if any.
+void Check(const Status& s, const std::string& context);
+[[noreturn]] void UsageError(const std::string& m);  // exit 1
+[[noreturn]] void IoError(const std::string& m);     // exit 3
+
+// "5GB", "100MB", "64MiB", "123" (bytes), for --max-shard-size.
+uint64_t ParseSize(const std::string& text);
+
+// Removes a directory tree when it goes out of scope (unless released).
+class TempDir {
+ public:
+  explicit TempDir(std::filesystem::path p) : path_(std::move(p)) {}
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  void Release() { path_.clear(); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+void FsyncDir(const std::filesystem::path& p);
+void WriteWholeFile(const std::filesystem::path& path, const std::string& bytes);
+std::string ReadWholeFile(const std::filesystem::path& path);
+
+// Lexically normalised absolute path, symlinks of existing parts resolved.
+std::filesystem::path Canon(const std::filesystem::path& p);
+// Whether `child` is `parent` or below it (both canonical).
+bool IsInside(const std::filesystem::path& child, const std::filesystem::path& parent);
+
+// The checked output directory.
+struct OutputDir {
+  std::filesystem::path path;  // canonical, without a trailing separator
+  bool exists = false;         // OUT exists (only allowed with --force)
+};
+
+// Checks OUT (`output`) against the input `input` read as `ckpt`: usable
+// name, not the input, inside it or containing it, and not existing unless
+// `force`.
+OutputDir CheckOutputDir(const std::string& output, const std::string& input,
+                         const io::Checkpoint& ckpt, bool force);
+
+// Creates the temporary directory ".NAME.nibble-tmp-PID" next to `out`.
+std::filesystem::path CreateTempDirFor(const std::filesystem::path& out);
+
+// Copies the checkpoint's side files (except config.json) and
+// subdirectories from `in_root` into `dir`, and warns about unused
+// safetensors files.
+void CopySideFiles(const io::Checkpoint& ckpt, const std::filesystem::path& in_root,
+                   const std::filesystem::path& dir);
+
+// Renames `tmp` (the directory held by `guard`) to `out.path`; an existing
+// OUT is moved aside first and removed afterwards. `output` is OUT as the
+// user gave it, for messages.
+void MoveIntoPlace(TempDir* guard, const OutputDir& out, const std::string& output);
+
+}  // namespace nibble::tool
+
+#endif  // NIBBLE_TOOLS_NIBBLE_OUTPUT_DIR_H_
