@@ -222,12 +222,6 @@ std::string ModuleName(const std::string& tensor) {
   return tensor;
 }
 
-bool LooksLikeEmbedding(const std::string& name) {
-  return name.find("embed") != std::string::npos ||
-         name.find("wte") != std::string::npos ||
-         name.find("wpe") != std::string::npos;
-}
-
 io::StDtype StFor(DType d) {
   switch (d) {
     case DType::kF16: return io::StDtype::kF16;
@@ -417,7 +411,7 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
         specs.push_back({t.name, src.dtype, src.shape, src.byte_size()});
       }
       const bool linear_like = t.shape.size() == 2 && ModuleName(t.name) != t.name &&
-                               !LooksLikeEmbedding(t.name);
+                               !IsEmbeddingName(t.name);
       if (linear_like) ignore.push_back(ModuleName(t.name));
       continue;
     }
@@ -696,21 +690,7 @@ CLI::App* AddConvertCommand(CLI::App* app, ConvertOptions* o) {
 
 int RunConvert(const ConvertOptions& o, const std::string& global_isa,
                std::string* error) {
-  try {
-    return Convert(o, global_isa);
-  } catch (const ConvertError& e) {
-    *error = e.what();
-    return e.code;
-  } catch (const std::bad_alloc&) {
-    *error = "out of memory";
-    return 4;
-  } catch (const std::filesystem::filesystem_error& e) {
-    *error = e.what();
-    return 3;
-  } catch (const nlohmann::json::exception& e) {
-    *error = std::string("JSON: ") + e.what();
-    return 2;
-  }
+  return RunReportingErrors([&] { return Convert(o, global_isa); }, error);
 }
 
 }  // namespace nibble::tool

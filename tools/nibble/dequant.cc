@@ -597,21 +597,7 @@ CLI::App* AddDequantCommand(CLI::App* app, DequantOptions* o) {
 }
 
 int RunDequant(const DequantOptions& o, std::string* error) {
-  try {
-    return Dequant(o);
-  } catch (const DequantError& e) {
-    *error = e.what();
-    return e.code;
-  } catch (const std::bad_alloc&) {
-    *error = "out of memory";
-    return 4;
-  } catch (const std::filesystem::filesystem_error& e) {
-    *error = e.what();
-    return 3;
-  } catch (const nlohmann::json::exception& e) {
-    *error = std::string("JSON: ") + e.what();
-    return 2;
-  }
+  return RunReportingErrors([&] { return Dequant(o); }, error);
 }
 
 }  // namespace nibble::tool

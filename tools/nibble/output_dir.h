@@ -7,8 +7,11 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <new>
 #include <stdexcept>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "nibble/io/checkpoint.h"
 #include "nibble/status.h"
@@ -23,6 +26,28 @@ struct ToolError : std::runtime_error {
 
 // The exit code for a library status.
 int ExitFor(StatusCode code);
+// Runs a subcommand body and maps what it throws to an exit code and a
+// one-line message: ToolError -> its code, bad_alloc -> 4, filesystem errors
+// -> 3, JSON errors -> 2.
+template <typename Fn>
+int RunReportingErrors(Fn&& body, std::string* error) {
+  try {
+    return body();
+  } catch (const ToolError& e) {
+    *error = e.what();
+    return e.code;
+  } catch (const std::bad_alloc&) {
+    *error = "out of memory";
+    return 4;
+  } catch (const std::filesystem::filesystem_error& e) {
+    *error = e.what();
+    return 3;
+  } catch (const nlohmann::json::exception& e) {
+    *error = std::string("JSON: ") + e.what();
+    return 2;
+  }
+}
+
 // Throws a ToolError for a failed status, prefixed with `context` if any.
 void Check(const Status& s, const std::string& context);
 [[noreturn]] void UsageError(const std::string& m);  // exit 1

@@ -141,6 +141,8 @@ std::string WithCommas(int64_t v) {
 
 }  // namespace
 
+bool IsEmbeddingName(std::string_view name) { return IsEmbedding(name); }
+
 int SafetensorsDTypeBits(std::string_view dtype) {
   for (const DTypeEntry& e : kDTypes) {
     if (dtype == e.name) return e.bits;

@@ -100,6 +100,11 @@ Status BuildPlan(const RuleSet& rules, const std::vector<TensorInfo>& tensors,
 // "[4096, 11008]"; "[]" for a scalar.
 std::string FormatShape(const std::vector<int64_t>& shape);
 
+// True for token/position embedding tensors (a dotted name part equal to
+// embed_tokens, wte, wpe, word_embeddings, tok_embeddings, embeddings, or
+// ending in _embeddings): the rule the plan's defaults use.
+bool IsEmbeddingName(std::string_view name);
+
 // The --dry-run text: one aligned row per tensor (name, shape, dtype, target,
 // bytes before -> after, reason), the warnings, and the totals line.
 std::string RenderPlan(const Plan& plan);
