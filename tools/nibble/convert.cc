@@ -28,6 +28,7 @@
 #include <spdlog/spdlog.h>
 
 #include "config.h"
+#include "layer_report.h"
 #include "output_dir.h"
 #include "nibble/io/atomic_file.h"
 #include "nibble/io/checkpoint.h"
@@ -45,174 +46,6 @@ namespace fs = std::filesystem;
 
 // A failure carrying its exit code; caught in RunConvert.
 using ConvertError = ToolError;
-
-std::string Human(double bytes) {
-  char buf[64];
-  if (bytes >= 1e9) std::snprintf(buf, sizeof buf, "%.2f GB", bytes / 1e9);
-  else if (bytes >= 1e6) std::snprintf(buf, sizeof buf, "%.2f MB", bytes / 1e6);
-  else if (bytes >= 1e3) std::snprintf(buf, sizeof buf, "%.1f kB", bytes / 1e3);
-  else std::snprintf(buf, sizeof buf, "%.0f B", bytes);
-  return buf;
-}
-
-// One per-tensor report row.
-struct Row {
-  std::string name;
-  std::vector<int64_t> shape;
-  int64_t params = 0;
-  std::string scheme;
-  double bits_per_weight = 0;
-  int64_t bytes_in = 0;
-  int64_t bytes_out = 0;
-  bool quantized = false;
-  ErrorMetrics m;  // zero error for kept tensors
-};
-
-double JsonNumber(double v) { return v; }
-
-nlohmann::ordered_json RowJson(const Row& r) {
-  nlohmann::ordered_json j;
-  j["name"] = r.name;
-  j["shape"] = r.shape;
-  j["params"] = r.params;
-  j["scheme"] = r.scheme;
-  j["bits_per_weight"] = r.bits_per_weight;
-  j["bytes_in"] = r.bytes_in;
-  j["bytes_out"] = r.bytes_out;
-  j["rmse"] = r.m.rmse;
-  j["max_abs_error"] = r.m.max_abs_error;
-  if (std::isfinite(r.m.snr_db)) j["snr_db"] = JsonNumber(r.m.snr_db);
-  else j["snr_db"] = nullptr;
-  if (std::isfinite(r.m.cosine)) j["cosine"] = r.m.cosine;
-  else j["cosine"] = nullptr;
-  return j;
-}
-
-struct Totals {
-  int64_t tensors = 0, quantized = 0, params = 0, params_quantized = 0;
-  int64_t bytes_in = 0, bytes_out = 0;
-  double mean_snr_db = std::numeric_limits<double>::quiet_NaN();
-  std::string worst;
-  double worst_snr_db = std::numeric_limits<double>::quiet_NaN();
-};
-
-Totals ComputeTotals(const std::vector<Row>& rows) {
-  Totals t;
-  double snr_weighted = 0;
-  for (const Row& r : rows) {
-    ++t.tensors;
-    t.params += r.params;
-    t.bytes_in += r.bytes_in;
-    t.bytes_out += r.bytes_out;
-    if (!r.quantized) continue;
-    ++t.quantized;
-    if (std::isfinite(r.m.snr_db)) {
-      t.params_quantized += r.params;
-      snr_weighted += r.m.snr_db * static_cast<double>(r.params);
-    }
-    if (t.worst.empty() || r.m.snr_db < t.worst_snr_db) {
-      t.worst = r.name;
-      t.worst_snr_db = r.m.snr_db;
-    }
-  }
-  if (t.params_quantized > 0)
-    t.mean_snr_db = snr_weighted / static_cast<double>(t.params_quantized);
-  return t;
-}
-
-// Worst SNR first; exact tensors (infinite SNR) last, in input order.
-std::vector<const Row*> SortedRows(const std::vector<Row>& rows) {
-  std::vector<const Row*> out;
-  for (const Row& r : rows) out.push_back(&r);
-  std::stable_sort(out.begin(), out.end(), [](const Row* a, const Row* b) {
-    return a->m.snr_db < b->m.snr_db;
-  });
-  return out;
-}
-
-void PrintConvertTable(std::ostream& os, const std::vector<Row>& rows,
-                       const Totals& t, int top) {
-  std::vector<const Row*> sorted = SortedRows(rows);
-  size_t name_w = 6;
-  const size_t n = std::min<size_t>(sorted.size(), static_cast<size_t>(std::max(top, 0)));
-  for (size_t i = 0; i < n; ++i) name_w = std::max(name_w, sorted[i]->name.size());
-  char line[512];
-  os << std::string(name_w - 6 + 1, ' ').insert(0, "tensor") << "";
-  std::snprintf(line, sizeof line,
-                "%-16s %-14s %6s %11s %11s %11s %11s %8s %9s\n", "shape",
-                "scheme", "bits", "bytes_in", "bytes_out", "rmse", "max_abs",
-                "snr_db", "cosine");
-  os << line;
-  for (size_t i = 0; i < n; ++i) {
-    const Row& r = *sorted[i];
-    std::string name = r.name;
-    name.resize(name_w + 1, ' ');
-    char snr[32];
-    if (std::isfinite(r.m.snr_db)) std::snprintf(snr, sizeof snr, "%.2f", r.m.snr_db);
-    else std::snprintf(snr, sizeof snr, "inf");
-    std::snprintf(line, sizeof line,
-                  "%-16s %-14s %6.3f %11lld %11lld %11.4g %11.4g %8s %9.6f\n",
-                  FormatShape(r.shape).c_str(), r.scheme.c_str(),
-                  r.bits_per_weight, static_cast<long long>(r.bytes_in),
-                  static_cast<long long>(r.bytes_out), r.m.rmse,
-                  r.m.max_abs_error, snr, r.m.cosine);
-    os << name << line;
-  }
-  if (sorted.size() > n)
-    os << "... " << (sorted.size() - n) << " more tensors (see --report)\n";
-  char summary[512];
-  const double ratio = t.bytes_out > 0 ? static_cast<double>(t.bytes_in) /
-                                             static_cast<double>(t.bytes_out)
-                                       : 0;
-  std::snprintf(summary, sizeof summary,
-                "total: %lld tensors (%lld quantized), %lld params, %s -> %s "
-                "(%.2fx), mean SNR %.2f dB (param-weighted), worst %s "
-                "(%.2f dB)\n",
-                static_cast<long long>(t.tensors),
-                static_cast<long long>(t.quantized),
-                static_cast<long long>(t.params),
-                Human(static_cast<double>(t.bytes_in)).c_str(),
-                Human(static_cast<double>(t.bytes_out)).c_str(), ratio,
-                t.mean_snr_db, t.worst.empty() ? "-" : t.worst.c_str(),
-                t.worst_snr_db);
-  os << summary;
-}
-
-nlohmann::ordered_json TotalsJson(const Totals& t) {
-  nlohmann::ordered_json j;
-  j["tensors"] = t.tensors;
-  j["quantized"] = t.quantized;
-  j["params"] = t.params;
-  j["bytes_in"] = t.bytes_in;
-  j["bytes_out"] = t.bytes_out;
-  j["compression_ratio"] =
-      t.bytes_out > 0 ? static_cast<double>(t.bytes_in) / static_cast<double>(t.bytes_out) : 0.0;
-  if (std::isfinite(t.mean_snr_db)) j["mean_snr_db"] = t.mean_snr_db;
-  else j["mean_snr_db"] = nullptr;
-  if (t.worst.empty()) j["worst"] = nullptr;
-  else j["worst"] = t.worst;
-  if (std::isfinite(t.worst_snr_db)) j["worst_snr_db"] = t.worst_snr_db;
-  else j["worst_snr_db"] = nullptr;
-  return j;
-}
-
-std::string CsvRows(const std::vector<Row>& rows) {
-  std::ostringstream os;
-  os.precision(17);
-  os << "name,shape,params,scheme,bits_per_weight,bytes_in,bytes_out,rmse,"
-        "max_abs_error,snr_db,cosine\n";
-  for (const Row& r : rows) {
-    std::string shape;
-    for (size_t i = 0; i < r.shape.size(); ++i)
-      shape += (i ? "x" : "") + std::to_string(r.shape[i]);
-    os << '"' << r.name << "\"," << shape << ',' << r.params << ',' << r.scheme
-       << ',' << r.bits_per_weight << ',' << r.bytes_in << ',' << r.bytes_out
-       << ',' << r.m.rmse << ',' << r.m.max_abs_error << ',';
-    if (std::isfinite(r.m.snr_db)) os << r.m.snr_db;
-    os << ',' << r.m.cosine << '\n';
-  }
-  return os.str();
-}
 
 std::string ModuleName(const std::string& tensor) {
   const std::string suffix = ".weight";
@@ -468,7 +301,7 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
   ExecOptions exec;
   exec.threads = threads;
   exec.isa = isa;
-  std::vector<Row> rows;
+  std::vector<LayerRow> rows;
   std::unique_ptr<io::SafetensorsWriter> writer;
   size_t writer_shard = 0;
   const io::Metadata metadata = {{"format", "pt"}};
@@ -497,7 +330,7 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
     const uint8_t* data = nullptr;
     Check(file_ref.TensorData(src, &data),
           file_ref.path() + ": tensor '" + t.name + "'");
-    Row row;
+    LayerRow row;
     row.name = t.name;
     row.shape = t.shape;
     row.params = t.params;
@@ -519,11 +352,8 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
     }
     if (!t.target.quantized()) {
       write_spec(specs_of[i][0], data);
-      row.scheme = "keep";
-      row.bits_per_weight = io::StDtypeBits(src.dtype);
-      row.bytes_out = row.bytes_in;
-      row.m.count = t.params;
-      row.m.snr_db = std::numeric_limits<double>::infinity();
+      row = KeptRow(t.name, t.shape, t.params, row.bytes_in,
+                    io::StDtypeBits(src.dtype));
       ReleasePages(data, src.byte_size());
       rows.push_back(std::move(row));
       continue;
@@ -608,9 +438,9 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
   CheckInterrupted();
   MoveIntoPlace(&tmp, out_dir, o.output);
 
-  const Totals totals = ComputeTotals(rows);
+  const LayerTotals totals = ComputeTotals(rows);
   if (!o.quiet) {
-    PrintConvertTable(std::cout, rows, totals, o.top);
+    PrintLayerTable(std::cout, rows, totals, o.top);
     std::cout.flush();
   }
   if (report_file.is_open()) {
@@ -619,14 +449,14 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
     j["input"] = o.input;
     j["output"] = o.output;
     j["tensors"] = nlohmann::ordered_json::array();
-    for (const Row& r : rows) j["tensors"].push_back(RowJson(r));
-    j["totals"] = TotalsJson(totals);
+    for (const LayerRow& r : rows) j["tensors"].push_back(LayerRowJson(r));
+    j["totals"] = LayerTotalsJson(totals);
     report_file << j.dump(2) << "\n";
     report_file.close();
     if (!report_file) IoError("cannot write '" + o.report_path + "'");
   }
   if (csv_file.is_open()) {
-    csv_file << CsvRows(rows);
+    csv_file << LayerCsv(rows);
     csv_file.close();
     if (!csv_file) IoError("cannot write '" + o.csv_path + "'");
   }
