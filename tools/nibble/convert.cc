@@ -2,13 +2,10 @@
 #include "convert.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
-#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -37,6 +34,7 @@
 #include "nibble/io/safetensors_writer.h"
 #include "nibble/nibble.h"
 #include "plan.h"
+#include "progress.h"
 #include "target.h"
 
 namespace nibble::tool {
@@ -119,37 +117,6 @@ ErrorMetrics CastTensor(const uint8_t* src, DType from, DType to, int64_t count,
   m.cosine = sx2 > 0 && sd2 > 0 ? sxd / std::sqrt(sx2 * sd2) : 1;
   m.rel_frobenius = sx2 > 0 ? std::sqrt(se2 / sx2) : 0;
   return m;
-}
-
-// SIGINT/SIGTERM: the first one is noted and checked between tensors (the
-// run then fails and removes its temporary directory); a second one removes
-// the open temporary file and exits at once.
-std::atomic<int> g_signal{0};
-
-extern "C" void OnSignal(int sig) {
-  if (g_signal.exchange(sig) != 0) {
-    io::RemoveTemporariesOnSignal();
-    ::_exit(128 + sig);
-  }
-}
-
-void CheckInterrupted() {
-  const int sig = g_signal.load();
-  if (sig != 0)
-    throw ConvertError(128 + sig, std::string("interrupted by signal ") +
-                                      std::to_string(sig) +
-                                      ": nothing written");
-}
-
-// Drops the pages of a tensor that was read from the mapping, so the
-// resident set stays near one tensor (the file stays mapped; a later read
-// faults the pages in again from the page cache).
-void ReleasePages(const uint8_t* data, uint64_t size) {
-  if (size == 0) return;
-  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(data) & ~(page - 1);
-  const uintptr_t end = reinterpret_cast<uintptr_t>(data) + size;
-  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
 // One output tensor: its spec, the source bytes (kept) or an owned buffer.
@@ -295,8 +262,7 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
   // Temporary directory next to OUT.
   const fs::path tmp_path = CreateTempDirFor(out_path);
   TempDir tmp(tmp_path);
-  std::signal(SIGINT, OnSignal);
-  std::signal(SIGTERM, OnSignal);
+  InstallInterruptHandlers(tmp_path);
 
   ExecOptions exec;
   exec.threads = threads;
@@ -322,10 +288,18 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
   };
 
   const size_t n = plan.tensors.size();
+  int64_t total_bytes = 0, bytes_done = 0;
+  for (const io::TensorInfo* info : src_infos)
+    total_bytes += static_cast<int64_t>(info->byte_size());
+  // No bar under --verbose: the per-tensor debug lines would cut into it.
+  Progress progress("converted", static_cast<int64_t>(n), total_bytes,
+                    !o.quiet && !spdlog::should_log(spdlog::level::debug));
   for (size_t i = 0; i < n; ++i) {
     CheckInterrupted();
     const TensorPlan& t = plan.tensors[i];
     const io::TensorInfo& src = *src_infos[i];
+    progress.Start(static_cast<int64_t>(i), bytes_done, t.name);
+    bytes_done += static_cast<int64_t>(src.byte_size());
     const io::SafetensorsFile& file_ref = *ckpt->shards()[ckpt->tensors()[i].shard];
     const uint8_t* data = nullptr;
     Check(file_ref.TensorData(src, &data),
@@ -395,6 +369,7 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
     spdlog::debug("[{}/{}] {} {} snr {:.2f} dB", i + 1, n, t.name, row.scheme, row.m.snr_db);
     rows.push_back(std::move(row));
   }
+  progress.Clear();
   // Shards that hold no tensor (only possible for an empty checkpoint).
   if (!writer) {
     for (size_t s = 0; s < shards.file_names.size(); ++s) {
@@ -512,8 +487,10 @@ CLI::App* AddConvertCommand(CLI::App* app, ConvertOptions* o) {
   cmd->footer(std::string(kPlanDefaultsHelp) +
               "\nScales are stored in each weight's own dtype (F16/BF16/F32). "
               "Cast targets (fp16/bf16/fp32) round to nearest even; a "
-              "finite value that overflows is an error. Not supported yet: "
-              "progress bar.\nOutput is written to .OUT.nibble-tmp-PID next to "
+              "finite value that overflows is an error.\nProgress: a bar on "
+              "stderr when it is a terminal (tensor i of N, bytes, speed, "
+              "ETA), else a log line every 10 s; none with --quiet or "
+              "--verbose.\nOutput is written to .OUT.nibble-tmp-PID next to "
               "OUT and renamed at the end.\n");
   return cmd;
 }

@@ -31,6 +31,7 @@
 #include "nibble/io/safetensors_writer.h"
 #include "nibble/nibble.h"
 #include "output_dir.h"
+#include "progress.h"
 #include "pattern.h"
 
 namespace nibble::tool {
@@ -489,6 +490,7 @@ int Dequant(const DequantOptions& o) {
 
   const fs::path tmp_path = CreateTempDirFor(out_dir.path);
   TempDir tmp(tmp_path);
+  InstallInterruptHandlers(tmp_path);
 
   std::unique_ptr<io::SafetensorsWriter> writer;
   size_t writer_shard = 0;
@@ -511,8 +513,25 @@ int Dequant(const DequantOptions& o) {
 
   ExecOptions exec;
   exec.threads = threads;
+  // Bytes read per output tensor, for the progress bar.
+  auto source_bytes = [&](const OutItem& item) -> int64_t {
+    if (item.layer < 0) return static_cast<int64_t>(item.src.info->byte_size());
+    const Layer& L = layers[static_cast<size_t>(item.layer)];
+    int64_t b = 0;
+    for (const Source* src : {&L.packed, &L.scale, &L.zero_point, &L.shape})
+      if (src->info != nullptr) b += static_cast<int64_t>(src->info->byte_size());
+    return b;
+  };
+  int64_t total_bytes = 0, bytes_done = 0;
+  for (const OutItem& item : items) total_bytes += source_bytes(item);
+  Progress progress("dequantized", static_cast<int64_t>(items.size()),
+                    total_bytes,
+                    !o.quiet && !spdlog::should_log(spdlog::level::debug));
   for (size_t k = 0; k < items.size(); ++k) {
+    CheckInterrupted();
     const OutItem& item = items[k];
+    progress.Start(static_cast<int64_t>(k), bytes_done, specs[k].name);
+    bytes_done += source_bytes(item);
     if (item.layer >= 0) {
       const Layer& L = layers[static_cast<size_t>(item.layer)];
       QuantizedBuffers buf;
@@ -534,7 +553,9 @@ int Dequant(const DequantOptions& o) {
     } else {
       write_spec(k, data);
     }
+    ReleasePages(data, t.byte_size());
   }
+  progress.Clear();
   if (!writer) {
     for (size_t s = 0; s < shards.file_names.size(); ++s) {
       const fs::path p = tmp_path / shards.file_names[s];
@@ -558,6 +579,7 @@ int Dequant(const DequantOptions& o) {
   }
   FsyncDir(tmp_path);
 
+  CheckInterrupted();
   MoveIntoPlace(&tmp, out_dir, o.output);
   spdlog::info("wrote {}: {} tensors ({} dequantized to {}), {} shard{}", o.output,
                specs.size(), layers.size(), DTypeName(out_dtype), shards.file_names.size(),

@@ -8,10 +8,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <new>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "nibble/io/checkpoint.h"
 #include "nibble/status.h"
@@ -71,13 +70,15 @@ class TempDir {
 };
 
 void FsyncDir(const std::filesystem::path& p);
-void WriteWholeFile(const std::filesystem::path& path, const std::string& bytes);
+void WriteWholeFile(const std::filesystem::path& path,
+                    const std::string& bytes);
 std::string ReadWholeFile(const std::filesystem::path& path);
 
 // Lexically normalised absolute path, symlinks of existing parts resolved.
 std::filesystem::path Canon(const std::filesystem::path& p);
 // Whether `child` is `parent` or below it (both canonical).
-bool IsInside(const std::filesystem::path& child, const std::filesystem::path& parent);
+bool IsInside(const std::filesystem::path& child,
+              const std::filesystem::path& parent);
 
 // The checked output directory.
 struct OutputDir {
@@ -97,13 +98,29 @@ std::filesystem::path CreateTempDirFor(const std::filesystem::path& out);
 // Copies the checkpoint's side files (except config.json) and
 // subdirectories from `in_root` into `dir`, and warns about unused
 // safetensors files.
-void CopySideFiles(const io::Checkpoint& ckpt, const std::filesystem::path& in_root,
+void CopySideFiles(const io::Checkpoint& ckpt,
+                   const std::filesystem::path& in_root,
                    const std::filesystem::path& dir);
 
 // Renames `tmp` (the directory held by `guard`) to `out.path`; an existing
 // OUT is moved aside first and removed afterwards. `output` is OUT as the
 // user gave it, for messages.
-void MoveIntoPlace(TempDir* guard, const OutputDir& out, const std::string& output);
+void MoveIntoPlace(TempDir* guard, const OutputDir& out,
+                   const std::string& output);
+
+// SIGINT/SIGTERM while writing `temp_dir`: the first signal is noted and
+// CheckInterrupted() (called between tensors) then throws, so the run
+// unwinds and removes its temporaries; a second signal removes `temp_dir`
+// from the handler itself (async-signal-safe system calls only) and exits
+// at once with 128 + the signal. Call once the directory exists.
+void InstallInterruptHandlers(const std::filesystem::path& temp_dir);
+// Throws ToolError(128 + signal) if a signal arrived.
+void CheckInterrupted();
+
+// Drops the pages of a tensor that was read from a mapping, so the resident
+// set stays near one tensor (the file stays mapped; a later read faults the
+// pages in again from the page cache).
+void ReleasePages(const uint8_t* data, uint64_t size);
 
 }  // namespace nibble::tool
 
