@@ -3,8 +3,10 @@
 
 #include <fcntl.h>
 #include <omp.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -14,25 +16,22 @@
 #include <iostream>
 #include <limits>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <system_error>
 #include <vector>
 
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
-
 #include "config.h"
 #include "layer_report.h"
-#include "output_dir.h"
 #include "nibble/io/atomic_file.h"
 #include "nibble/io/checkpoint.h"
 #include "nibble/io/compressed_tensors.h"
 #include "nibble/io/safetensors.h"
 #include "nibble/io/safetensors_writer.h"
 #include "nibble/nibble.h"
+#include "output_dir.h"
 #include "plan.h"
 #include "progress.h"
 #include "target.h"
@@ -55,9 +54,12 @@ std::string ModuleName(const std::string& tensor) {
 
 io::StDtype StFor(DType d) {
   switch (d) {
-    case DType::kF16: return io::StDtype::kF16;
-    case DType::kBF16: return io::StDtype::kBF16;
-    case DType::kF32: return io::StDtype::kF32;
+    case DType::kF16:
+      return io::StDtype::kF16;
+    case DType::kBF16:
+      return io::StDtype::kBF16;
+    case DType::kF32:
+      return io::StDtype::kF32;
   }
   return io::StDtype::kF32;
 }
@@ -134,7 +136,8 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
   const uint64_t max_shard = ParseSize(o.max_shard_size);
   Isa requested = Isa::kAuto;
   const std::string isa_name = o.isa.empty() ? global_isa : o.isa;
-  if (!ParseIsa(isa_name, &requested)) UsageError("--isa: unknown path '" + isa_name + "'");
+  if (!ParseIsa(isa_name, &requested))
+    UsageError("--isa: unknown path '" + isa_name + "'");
   Isa isa = Isa::kScalar;
   Check(ResolveIsa(requested, &isa), "--isa " + isa_name);
 
@@ -155,7 +158,8 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
   std::vector<TensorInfo> infos;
   std::vector<const io::TensorInfo*> src_infos;
   for (const io::CheckpointTensor& t : ckpt->tensors()) {
-    infos.push_back({t.info->name, io::StDtypeName(t.info->dtype), t.info->shape});
+    infos.push_back(
+        {t.info->name, io::StDtypeName(t.info->dtype), t.info->shape});
     src_infos.push_back(t.info);
   }
   Plan plan;
@@ -183,12 +187,14 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
   } remove_reports;
   if (!o.report_path.empty()) {
     report_file.open(o.report_path, std::ios::out | std::ios::trunc);
-    if (!report_file) IoError("cannot open '" + o.report_path + "': " + std::strerror(errno));
+    if (!report_file)
+      IoError("cannot open '" + o.report_path + "': " + std::strerror(errno));
     remove_reports.paths.push_back(o.report_path);
   }
   if (!o.csv_path.empty()) {
     csv_file.open(o.csv_path, std::ios::out | std::ios::trunc);
-    if (!csv_file) IoError("cannot open '" + o.csv_path + "': " + std::strerror(errno));
+    if (!csv_file)
+      IoError("cannot open '" + o.csv_path + "': " + std::strerror(errno));
     remove_reports.paths.push_back(o.csv_path);
   }
 
@@ -205,19 +211,23 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
       specs_of[i].push_back(specs.size());
       if (t.target.kind == TargetKind::kCast) {
         const io::StDtype dt = StFor(t.target.cast_dtype);
-        specs.push_back({t.name, dt, src.shape,
-                         static_cast<uint64_t>(t.params) * DTypeSize(t.target.cast_dtype)});
+        specs.push_back(
+            {t.name, dt, src.shape,
+             static_cast<uint64_t>(t.params) * DTypeSize(t.target.cast_dtype)});
       } else {
         specs.push_back({t.name, src.dtype, src.shape, src.byte_size()});
       }
-      const bool linear_like = t.shape.size() == 2 && ModuleName(t.name) != t.name &&
+      const bool linear_like = t.shape.size() == 2 &&
+                               ModuleName(t.name) != t.name &&
                                !IsEmbeddingName(t.name);
       if (linear_like) ignore.push_back(ModuleName(t.name));
       continue;
     }
     DType model_dtype;
     if (!io::StDtypeToKernel(src.dtype, &model_dtype) || t.shape.size() != 2)
-      throw ConvertError(4, "tensor '" + t.name + "': planned for quantization but not a 2-D float matrix");
+      throw ConvertError(
+          4, "tensor '" + t.name +
+                 "': planned for quantization but not a 2-D float matrix");
     QuantScheme scheme = t.target.scheme;
     scheme.scale_dtype = model_dtype;
     io::CtLayout& L = layouts[i];
@@ -229,16 +239,20 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
       specs_of[i].push_back(specs.size());
       specs.push_back({name, dt, std::move(shape), bytes});
     };
-    add(m + ".weight_packed", io::StDtype::kI32, L.weight_packed_shape, L.weight_packed_bytes);
-    add(m + ".weight_scale", src.dtype, L.weight_scale_shape, L.weight_scale_bytes);
+    add(m + ".weight_packed", io::StDtype::kI32, L.weight_packed_shape,
+        L.weight_packed_bytes);
+    add(m + ".weight_scale", src.dtype, L.weight_scale_shape,
+        L.weight_scale_bytes);
     if (!L.symmetric)
-      add(m + ".weight_zero_point", io::StDtype::kI32, L.weight_zero_point_shape,
-          L.weight_zero_point_bytes);
-    add(m + ".weight_shape", io::StDtype::kI64, {2}, io::CtLayout::kWeightShapeBytes);
+      add(m + ".weight_zero_point", io::StDtype::kI32,
+          L.weight_zero_point_shape, L.weight_zero_point_bytes);
+    add(m + ".weight_shape", io::StDtype::kI64, {2},
+        io::CtLayout::kWeightShapeBytes);
     const std::string sname = TargetName(t.target);
-    auto g = std::find_if(groups.begin(), groups.end(), [&](const io::CtConfigGroup& x) {
-      return SchemeName(x.scheme) == SchemeName(scheme);
-    });
+    auto g = std::find_if(groups.begin(), groups.end(),
+                          [&](const io::CtConfigGroup& x) {
+                            return SchemeName(x.scheme) == SchemeName(scheme);
+                          });
     if (g == groups.end()) {
       groups.push_back({scheme, {}, false});
       g = groups.end() - 1;
@@ -300,7 +314,8 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
     const io::TensorInfo& src = *src_infos[i];
     progress.Start(static_cast<int64_t>(i), bytes_done, t.name);
     bytes_done += static_cast<int64_t>(src.byte_size());
-    const io::SafetensorsFile& file_ref = *ckpt->shards()[ckpt->tensors()[i].shard];
+    const io::SafetensorsFile& file_ref =
+        *ckpt->shards()[ckpt->tensors()[i].shard];
     const uint8_t* data = nullptr;
     Check(file_ref.TensorData(src, &data),
           file_ref.path() + ": tensor '" + t.name + "'");
@@ -312,13 +327,15 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
     if (t.target.kind == TargetKind::kCast) {
       DType from;
       if (!io::StDtypeToKernel(src.dtype, &from))
-        throw ConvertError(4, "tensor '" + t.name + "': cast of a non-float tensor");
+        throw ConvertError(
+            4, "tensor '" + t.name + "': cast of a non-float tensor");
       std::vector<uint8_t> out;
       row.m = CastTensor(data, from, t.target.cast_dtype, t.params,
                          file_ref.path() + ": tensor '" + t.name + "'", &out);
       write_spec(specs_of[i][0], out.data());
       row.scheme = TargetName(t.target);
-      row.bits_per_weight = 8.0 * static_cast<double>(DTypeSize(t.target.cast_dtype));
+      row.bits_per_weight =
+          8.0 * static_cast<double>(DTypeSize(t.target.cast_dtype));
       row.bytes_out = static_cast<int64_t>(out.size());
       ReleasePages(data, src.byte_size());
       rows.push_back(std::move(row));
@@ -342,12 +359,16 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
     Check(Quantize(view, scheme, buf.view(), &sums, exec),
           file_ref.path() + ": tensor '" + t.name + "' (data at byte " +
               std::to_string(file_ref.data_offset() + src.begin) + ")");
-    const ConstQuantizedView cview = static_cast<const QuantizedBuffers&>(buf).view();
-    std::vector<uint8_t> packed(L.weight_packed_bytes), scales(L.weight_scale_bytes),
-        zps(L.weight_zero_point_bytes), shape(io::CtLayout::kWeightShapeBytes);
+    const ConstQuantizedView cview =
+        static_cast<const QuantizedBuffers&>(buf).view();
+    std::vector<uint8_t> packed(L.weight_packed_bytes),
+        scales(L.weight_scale_bytes), zps(L.weight_zero_point_bytes),
+        shape(io::CtLayout::kWeightShapeBytes);
     const std::string ctx = "tensor '" + t.name + "'";
     Check(io::CtPackWeight(L, cview, packed.data(), packed.size()), ctx);
-    Check(io::CtPackScales(L, cview, scheme.scale_dtype, scales.data(), scales.size()), ctx);
+    Check(io::CtPackScales(L, cview, scheme.scale_dtype, scales.data(),
+                           scales.size()),
+          ctx);
     if (!L.symmetric)
       Check(io::CtPackZeroPoints(L, cview, zps.data(), zps.size()), ctx);
     Check(io::CtWeightShape(L, shape.data(), shape.size()), ctx);
@@ -357,16 +378,18 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
     if (!L.symmetric) write_spec(specs_of[i][k++], zps.data());
     write_spec(specs_of[i][k++], shape.data());
     row.scheme = TargetName(t.target);
-    row.bytes_out = static_cast<int64_t>(L.weight_packed_bytes + L.weight_scale_bytes +
-                                         L.weight_zero_point_bytes +
-                                         io::CtLayout::kWeightShapeBytes);
-    row.bits_per_weight = t.params > 0 ? 8.0 * static_cast<double>(row.bytes_out) /
-                                             static_cast<double>(t.params)
-                                       : 0;
+    row.bytes_out = static_cast<int64_t>(
+        L.weight_packed_bytes + L.weight_scale_bytes +
+        L.weight_zero_point_bytes + io::CtLayout::kWeightShapeBytes);
+    row.bits_per_weight = t.params > 0
+                              ? 8.0 * static_cast<double>(row.bytes_out) /
+                                    static_cast<double>(t.params)
+                              : 0;
     row.quantized = true;
     row.m = Summarize(sums);
     ReleasePages(data, src.byte_size());
-    spdlog::debug("[{}/{}] {} {} snr {:.2f} dB", i + 1, n, t.name, row.scheme, row.m.snr_db);
+    spdlog::debug("[{}/{}] {} {} snr {:.2f} dB", i + 1, n, t.name, row.scheme,
+                  row.m.snr_db);
     rows.push_back(std::move(row));
   }
   progress.Clear();
@@ -374,7 +397,9 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
   if (!writer) {
     for (size_t s = 0; s < shards.file_names.size(); ++s) {
       const fs::path p = tmp_path / shards.file_names[s];
-      Check(io::SafetensorsWriter::Create(p.string(), {}, metadata, false, &writer), p.string());
+      Check(io::SafetensorsWriter::Create(p.string(), {}, metadata, false,
+                                          &writer),
+            p.string());
       Check(writer->Finish(), p.string());
     }
   } else {
@@ -399,11 +424,13 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
     const std::string text = ReadWholeFile(in_root / "config.json");
     config = nlohmann::ordered_json::parse(text, nullptr, false);
     if (config.is_discarded() || !config.is_object())
-      throw ConvertError(2, (in_root / "config.json").string() +
-                                ": not a JSON object");
+      throw ConvertError(
+          2, (in_root / "config.json").string() + ": not a JSON object");
   }
-  if (!qconfig.empty()) config["quantization_config"] = nlohmann::ordered_json::parse(qconfig);
-  else config.erase("quantization_config");
+  if (!qconfig.empty())
+    config["quantization_config"] = nlohmann::ordered_json::parse(qconfig);
+  else
+    config.erase("quantization_config");
   if (have_config || !qconfig.empty())
     WriteWholeFile(tmp_path / "config.json", config.dump(2) + "\n");
   CopySideFiles(*ckpt, in_root, tmp_path);
@@ -443,13 +470,40 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
 
 }  // namespace
 
+namespace {
+
+const char* const kConvertHelp =
+    "Input checks, before anything is written: header length, JSON, dtypes,\n"
+    "shapes, byte ranges (inside the file, no overlap, no gap, nothing after\n"
+    "the last tensor), duplicate names; for a sharded model, index entries\n"
+    "that name shards inside the directory. A tensor listed in the index but\n"
+    "absent from its shard, or held by a shard but not listed in the index,\n"
+    "is an error. NaN/Inf in a tensor to quantize is an error naming its row\n"
+    "and column. Errors name the file, the tensor and the byte offset (exit\n"
+    "2); nothing is written and the input is only ever read.\n"
+    "Output: a compressed-tensors model directory (pack-quantized INT4/INT8,\n"
+    "scales in each weight's own dtype, config.json with its\n"
+    "quantization_config, the other files of the model directory copied).\n"
+    "Cast targets (fp16/bf16/fp32) round to nearest even; a finite value\n"
+    "that overflows is an error. It is written to .OUT.nibble-tmp-PID next\n"
+    "to OUT, fsync'd and renamed at the end; Ctrl-C (or SIGTERM) stops at\n"
+    "the next tensor and removes it (exit 130/143), a second Ctrl-C at once.\n"
+    "Progress: a bar on stderr when it is a terminal (tensor i of N, bytes,\n"
+    "speed, ETA), else a log line every 10 s; none with --quiet or -v.\n"
+    "Example: nibble convert ./Llama-3.2-1B ./Llama-3.2-1B-int4 --scheme\n"
+    "int4 --config tools/nibble/examples/mixed-precision.toml --report "
+    "r.json\n";
+
+}  // namespace
+
 CLI::App* AddConvertCommand(CLI::App* app, ConvertOptions* o) {
   CLI::App* cmd = app->add_subcommand(
       "convert",
       "Convert a safetensors checkpoint (file or Hugging Face model "
       "directory, sharded or not) to a compressed-tensors model directory "
       "(INT8/INT4 pack-quantized) and print a per-layer error table");
-  cmd->add_option("IN", o->input, "Input: a .safetensors file or a model directory")
+  cmd->add_option("IN", o->input,
+                  "Input: a .safetensors file or a model directory")
       ->required();
   cmd->add_option("OUT", o->output,
                   "Output model directory (must not exist, unless --force)")
@@ -462,14 +516,17 @@ CLI::App* AddConvertCommand(CLI::App* app, ConvertOptions* o) {
                       kTargetNamesHelp);
   cmd->add_option("--group-size", o->group_size,
                   "Group size of int4 names without -gN: 32, 64, 128, 256");
-  cmd->add_option("--keep", o->keep, "Keep tensors matching PATTERN unquantized (repeatable)")
+  cmd->add_option("--keep", o->keep,
+                  "Keep tensors matching PATTERN unquantized (repeatable)")
       ->type_name("PATTERN");
   cmd->add_option("--tensor-type", o->tensor_type,
                   "PATTERN=SCHEME rule, before the config's rules (repeatable)")
       ->type_name("PATTERN=SCHEME");
   cmd->add_flag("--strict", o->strict, "Turn plan warnings into errors");
-  cmd->add_flag("--dry-run", o->dry_run, "Print the plan and totals; write nothing");
-  cmd->add_option("--threads", o->threads, "OpenMP threads (default: all cores)");
+  cmd->add_flag("--dry-run", o->dry_run,
+                "Print the plan and totals; write nothing");
+  cmd->add_option("--threads", o->threads,
+                  "OpenMP threads (default: all cores)");
   cmd->add_option("--isa", o->isa, "Kernel path: auto|scalar|avx2|avx512")
       ->check(CLI::IsMember({"auto", "scalar", "avx2", "avx512"}));
   cmd->add_flag("--force", o->force, "Replace an existing OUT");
@@ -483,15 +540,9 @@ CLI::App* AddConvertCommand(CLI::App* app, ConvertOptions* o) {
       ->type_name("FILE");
   cmd->add_option("--top", o->top, "Rows of the table (worst SNR first)")
       ->capture_default_str();
-  cmd->add_flag("-q,--quiet", o->quiet, "Print no table, only warnings and errors");
-  cmd->footer(std::string(kPlanDefaultsHelp) +
-              "\nScales are stored in each weight's own dtype (F16/BF16/F32). "
-              "Cast targets (fp16/bf16/fp32) round to nearest even; a "
-              "finite value that overflows is an error.\nProgress: a bar on "
-              "stderr when it is a terminal (tensor i of N, bytes, speed, "
-              "ETA), else a log line every 10 s; none with --quiet or "
-              "--verbose.\nOutput is written to .OUT.nibble-tmp-PID next to "
-              "OUT and renamed at the end.\n");
+  cmd->add_flag("-q,--quiet", o->quiet,
+                "Print no table, only warnings and errors");
+  cmd->footer(std::string(kPlanDefaultsHelp) + "\n" + kConvertHelp);
   return cmd;
 }
 
