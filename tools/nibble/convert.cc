@@ -313,6 +313,7 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
     const TensorPlan& t = plan.tensors[i];
     const io::TensorInfo& src = *src_infos[i];
     progress.Start(static_cast<int64_t>(i), bytes_done, t.name);
+    SetCurrentInput(ckpt->shards()[ckpt->tensors()[i].shard]->path(), t.name);
     bytes_done += static_cast<int64_t>(src.byte_size());
     const io::SafetensorsFile& file_ref =
         *ckpt->shards()[ckpt->tensors()[i].shard];

@@ -4,8 +4,10 @@
 
 #include <fcntl.h>
 #include <omp.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cctype>
 #include <cerrno>
 #include <cstdint>
@@ -15,15 +17,12 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <system_error>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include "nibble/io/atomic_file.h"
 #include "nibble/io/checkpoint.h"
@@ -31,8 +30,8 @@
 #include "nibble/io/safetensors_writer.h"
 #include "nibble/nibble.h"
 #include "output_dir.h"
-#include "progress.h"
 #include "pattern.h"
+#include "progress.h"
 
 namespace nibble::tool {
 namespace {
@@ -79,12 +78,15 @@ QConfig ParseQConfig(const json& q, const std::string& where) {
   if (!q.is_object()) BadInput(ctx + " is not an object");
   auto str = [&](const char* key) -> std::string {
     auto it = q.find(key);
-    return it != q.end() && it->is_string() ? it->get<std::string>() : std::string();
+    return it != q.end() && it->is_string() ? it->get<std::string>()
+                                            : std::string();
   };
   if (str("quant_method") != "compressed-tensors")
     BadInput(ctx + ": quant_method is not \"compressed-tensors\"");
   if (str("format") != "pack-quantized")
-    BadInput(ctx + ": format is not \"pack-quantized\" (only that format is supported)");
+    BadInput(
+        ctx +
+        ": format is not \"pack-quantized\" (only that format is supported)");
   QConfig out;
   auto groups = q.find("config_groups");
   if (groups == q.end() || !groups->is_object() || groups->empty())
@@ -93,11 +95,13 @@ QConfig ParseQConfig(const json& q, const std::string& where) {
     const std::string gctx = ctx + ".config_groups." + g.key();
     if (!g->is_object()) BadInput(gctx + " is not an object");
     auto w = g->find("weights");
-    if (w == g->end() || !w->is_object()) BadInput(gctx + ": no weights object");
+    if (w == g->end() || !w->is_object())
+      BadInput(gctx + ": no weights object");
     CtScheme s;
     s.group = g.key();
     auto type = w->find("type");
-    if (type != w->end() && !(type->is_string() && type->get<std::string>() == "int"))
+    if (type != w->end() &&
+        !(type->is_string() && type->get<std::string>() == "int"))
       BadInput(gctx + ".weights: type must be \"int\"");
     auto bits = w->find("num_bits");
     if (bits == w->end() || !bits->is_number_integer() ||
@@ -106,12 +110,14 @@ QConfig ParseQConfig(const json& q, const std::string& where) {
     s.bits = static_cast<int>(bits->get<int64_t>());
     auto sym = w->find("symmetric");
     if (sym != w->end() && !sym->is_null()) {
-      if (!sym->is_boolean()) BadInput(gctx + ".weights: symmetric must be a boolean");
+      if (!sym->is_boolean())
+        BadInput(gctx + ".weights: symmetric must be a boolean");
       s.symmetric = sym->get<bool>();
     }
     auto strategy = w->find("strategy");
     const std::string st = strategy != w->end() && strategy->is_string()
-                               ? strategy->get<std::string>() : std::string();
+                               ? strategy->get<std::string>()
+                               : std::string();
     if (st == "group") {
       auto gs = w->find("group_size");
       if (gs == w->end() || !gs->is_number_integer() || gs->get<int64_t>() <= 0)
@@ -172,9 +178,12 @@ int SchemeFor(const QConfig& q, const std::string& m) {
   int best_rank = 3, best = -1;
   for (const CtTarget& t : q.targets) {
     int rank = 3;
-    if (t.text == m) rank = 0;
-    else if (t.re.is_regex() && t.re.MatchesString(m)) rank = 1;
-    else if (t.text == "Linear") rank = 2;
+    if (t.text == m)
+      rank = 0;
+    else if (t.re.is_regex() && t.re.MatchesString(m))
+      rank = 1;
+    else if (t.text == "Linear")
+      rank = 2;
     if (rank < best_rank) {
       best_rank = rank;
       best = static_cast<int>(t.scheme);
@@ -207,7 +216,8 @@ struct Layer {
 
 uint32_t LoadWord(const uint8_t* p) {
   return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
-         (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
+         (static_cast<uint32_t>(p[2]) << 16) |
+         (static_cast<uint32_t>(p[3]) << 24);
 }
 
 int64_t LoadI64(const uint8_t* p) {
@@ -216,12 +226,15 @@ int64_t LoadI64(const uint8_t* p) {
   return static_cast<int64_t>(v);
 }
 
-std::string ShapeStr(const std::vector<int64_t>& s) { return io::ShapeToString(s); }
+std::string ShapeStr(const std::vector<int64_t>& s) {
+  return io::ShapeToString(s);
+}
 
 // Checks every tensor of `L` against weight_shape and the scheme.
 void ValidateLayer(Layer* L) {
   const Source& sh = L->shape;
-  if (!((sh.info->dtype == io::StDtype::kI64 || sh.info->dtype == io::StDtype::kI32) &&
+  if (!((sh.info->dtype == io::StDtype::kI64 ||
+         sh.info->dtype == io::StDtype::kI32) &&
         sh.info->shape == std::vector<int64_t>{2}))
     BadInput(sh.Where() + ": is " + io::StDtypeName(sh.info->dtype) + " " +
              ShapeStr(sh.info->shape) + ", expected I64 [2]");
@@ -240,10 +253,14 @@ void ValidateLayer(Layer* L) {
   const int bits = L->scheme.bits;
   const int64_t per_word = 32 / bits;
   L->packed_cols = (L->in + per_word - 1) / per_word;
-  L->groups = L->scheme.group_size == 0 ? 1 : (L->in + L->scheme.group_size - 1) / L->scheme.group_size;
-  const std::string scheme_desc = L->scheme.group + " (" + std::to_string(bits) + "-bit, " +
-      (L->scheme.group_size == 0 ? std::string("channel")
-                                 : "group_size " + std::to_string(L->scheme.group_size)) +
+  L->groups = L->scheme.group_size == 0
+                  ? 1
+                  : (L->in + L->scheme.group_size - 1) / L->scheme.group_size;
+  const std::string scheme_desc =
+      L->scheme.group + " (" + std::to_string(bits) + "-bit, " +
+      (L->scheme.group_size == 0
+           ? std::string("channel")
+           : "group_size " + std::to_string(L->scheme.group_size)) +
       (L->scheme.symmetric ? ", symmetric)" : ", asymmetric)");
   if (L->scheme.group_size != 0 && L->in % L->scheme.group_size != 0)
     BadInput(sh.Where() + ": " + std::to_string(L->in) +
@@ -252,22 +269,25 @@ void ValidateLayer(Layer* L) {
   const std::vector<int64_t> want_packed = {L->out, L->packed_cols};
   if (p.info->dtype != io::StDtype::kI32 || p.info->shape != want_packed)
     BadInput(p.Where() + ": is " + io::StDtypeName(p.info->dtype) + " " +
-             ShapeStr(p.info->shape) + ", expected I32 " + ShapeStr(want_packed) +
-             " for weight_shape [" + std::to_string(L->out) + ", " +
-             std::to_string(L->in) + "] and " + scheme_desc);
+             ShapeStr(p.info->shape) + ", expected I32 " +
+             ShapeStr(want_packed) + " for weight_shape [" +
+             std::to_string(L->out) + ", " + std::to_string(L->in) + "] and " +
+             scheme_desc);
   const Source& s = L->scale;
   const std::vector<int64_t> want_scale = {L->out, L->groups};
-  if (!io::StDtypeToKernel(s.info->dtype, &L->scale_dtype) || s.info->shape != want_scale)
+  if (!io::StDtypeToKernel(s.info->dtype, &L->scale_dtype) ||
+      s.info->shape != want_scale)
     BadInput(s.Where() + ": is " + io::StDtypeName(s.info->dtype) + " " +
              ShapeStr(s.info->shape) + ", expected F16, BF16 or F32 " +
              ShapeStr(want_scale) + " for " + scheme_desc);
   if (L->scheme.symmetric) {
     if (L->zero_point.info != nullptr)
-      BadInput(L->zero_point.Where() + ": present, but " + scheme_desc + " is symmetric");
+      BadInput(L->zero_point.Where() + ": present, but " + scheme_desc +
+               " is symmetric");
   } else {
     if (L->zero_point.info == nullptr)
-      BadInput(L->packed.Where() + ": " + L->module + ".weight_zero_point is missing for " +
-               scheme_desc);
+      BadInput(L->packed.Where() + ": " + L->module +
+               ".weight_zero_point is missing for " + scheme_desc);
     L->zp_rows = (L->out + per_word - 1) / per_word;
     const Source& z = L->zero_point;
     const std::vector<int64_t> want_zp = {L->zp_rows, L->groups};
@@ -294,15 +314,18 @@ void Unpack(const Layer& L, QuantizedBuffers* buf) {
     const uint8_t* z = L.zero_point.Data();
     for (int64_t wr = 0; wr < L.zp_rows; ++wr) {
       for (int64_t g = 0; g < L.groups; ++g) {
-        const uint32_t word = LoadWord(z + 4 * static_cast<size_t>(wr * L.groups + g));
+        const uint32_t word =
+            LoadWord(z + 4 * static_cast<size_t>(wr * L.groups + g));
         for (int64_t i = 0; i < per_word; ++i) {
           const int64_t r = wr * per_word + i;
           const uint32_t v = (word >> (bits * i)) & mask;
           if (r < L.out) {
-            buf->zero_points[static_cast<size_t>(r * L.groups + g)] = static_cast<uint8_t>(v);
+            buf->zero_points[static_cast<size_t>(r * L.groups + g)] =
+                static_cast<uint8_t>(v);
           } else if (v != 0) {
-            BadInput(L.zero_point.Where() + ": padding bits of word [" + std::to_string(wr) +
-                     ", " + std::to_string(g) + "] (rows past " + std::to_string(L.out) +
+            BadInput(L.zero_point.Where() + ": padding bits of word [" +
+                     std::to_string(wr) + ", " + std::to_string(g) +
+                     "] (rows past " + std::to_string(L.out) +
                      ") are not zero");
           }
         }
@@ -312,13 +335,15 @@ void Unpack(const Layer& L, QuantizedBuffers* buf) {
   const uint8_t* p = L.packed.Data();
   const size_t row_bytes = static_cast<size_t>(L.packed_cols) * 4;
   const size_t code_bytes = static_cast<size_t>(CodeBytesPerRow(scheme, L.in));
-  const size_t used = static_cast<size_t>(L.in) * bits / 8;  // whole bytes of codes
+  const size_t used =
+      static_cast<size_t>(L.in) * bits / 8;  // whole bytes of codes
   for (int64_t r = 0; r < L.out; ++r) {
     const uint8_t* src = p + static_cast<size_t>(r) * row_bytes;
     uint8_t* dst = buf->codes.data() + static_cast<size_t>(r) * code_bytes;
     bool bad_pad = false;
     for (size_t k = used; k < row_bytes; ++k)
-      if (src[k] != 0 && !(bits == 4 && (L.in & 1) && k == used && (src[k] & 0xf0) == 0))
+      if (src[k] != 0 &&
+          !(bits == 4 && (L.in & 1) && k == used && (src[k] & 0xf0) == 0))
         bad_pad = true;
     if (bad_pad)
       BadInput(L.packed.Where() + ": row " + std::to_string(r) +
@@ -327,11 +352,15 @@ void Unpack(const Layer& L, QuantizedBuffers* buf) {
       std::memcpy(dst, src, code_bytes);
       if (L.in & 1) {  // the pad nibble holds the code of 0.0
         const uint8_t zero = L.scheme.symmetric
-            ? uint8_t{8} : buf->zero_points[static_cast<size_t>(r * L.groups + L.groups - 1)];
-        dst[code_bytes - 1] = static_cast<uint8_t>((dst[code_bytes - 1] & 0x0f) | (zero << 4));
+                                 ? uint8_t{8}
+                                 : buf->zero_points[static_cast<size_t>(
+                                       r * L.groups + L.groups - 1)];
+        dst[code_bytes - 1] =
+            static_cast<uint8_t>((dst[code_bytes - 1] & 0x0f) | (zero << 4));
       }
     } else if (L.scheme.symmetric) {
-      for (size_t k = 0; k < code_bytes; ++k) dst[k] = static_cast<uint8_t>(src[k] ^ 0x80);
+      for (size_t k = 0; k < code_bytes; ++k)
+        dst[k] = static_cast<uint8_t>(src[k] ^ 0x80);
     } else {
       std::memcpy(dst, src, code_bytes);
     }
@@ -341,16 +370,19 @@ void Unpack(const Layer& L, QuantizedBuffers* buf) {
 
 io::StDtype StFor(DType d) {
   switch (d) {
-    case DType::kF16: return io::StDtype::kF16;
-    case DType::kBF16: return io::StDtype::kBF16;
-    case DType::kF32: return io::StDtype::kF32;
+    case DType::kF16:
+      return io::StDtype::kF16;
+    case DType::kBF16:
+      return io::StDtype::kBF16;
+    case DType::kF32:
+      return io::StDtype::kF32;
   }
   return io::StDtype::kF32;
 }
 
 bool IsFloat(io::StDtype d) {
-  return d == io::StDtype::kF64 || d == io::StDtype::kF32 || d == io::StDtype::kF16 ||
-         d == io::StDtype::kBF16;
+  return d == io::StDtype::kF64 || d == io::StDtype::kF32 ||
+         d == io::StDtype::kF16 || d == io::StDtype::kBF16;
 }
 
 // F64/F32/F16/BF16 -> `to`, through float32 (as ct_decode.py), round to
@@ -406,13 +438,15 @@ int Dequant(const DequantOptions& o) {
   const fs::path config_path = in_root / "config.json";
   std::error_code ec;
   if (!fs::is_regular_file(config_path, ec))
-    BadInput(config_path.string() + ": missing (it holds the quantization_config)");
+    BadInput(config_path.string() +
+             ": missing (it holds the quantization_config)");
   json config = json::parse(ReadWholeFile(config_path), nullptr, false);
   if (config.is_discarded() || !config.is_object())
     BadInput(config_path.string() + ": not a JSON object");
   auto qit = config.find("quantization_config");
   if (qit == config.end())
-    BadInput(config_path.string() + ": no quantization_config (not a quantized model)");
+    BadInput(config_path.string() +
+             ": no quantization_config (not a quantized model)");
   const QConfig qconfig = ParseQConfig(*qit, config_path.string());
   config.erase("quantization_config");
 
@@ -430,7 +464,8 @@ int Dequant(const DequantOptions& o) {
       items.push_back({-1, src});
       continue;
     }
-    const std::string module = name.substr(0, name.size() - std::strlen(kParts[part]) - 1);
+    const std::string module =
+        name.substr(0, name.size() - std::strlen(kParts[part]) - 1);
     auto it = layer_of.find(module);
     if (it == layer_of.end()) {
       it = layer_of.emplace(module, layers.size()).first;
@@ -439,24 +474,32 @@ int Dequant(const DequantOptions& o) {
       items.push_back({static_cast<int>(it->second), {}});
     }
     Layer& L = layers[it->second];
-    Source* slot = part == 0 ? &L.packed : part == 1 ? &L.scale
-                 : part == 2 ? &L.zero_point : &L.shape;
+    Source* slot = part == 0   ? &L.packed
+                   : part == 1 ? &L.scale
+                   : part == 2 ? &L.zero_point
+                               : &L.shape;
     slot->file = src.file;
     slot->info = src.info;
   }
   for (Layer& L : layers) {
-    const Source& any = L.packed.info ? L.packed : L.scale.info ? L.scale
-                      : L.zero_point.info ? L.zero_point : L.shape;
+    const Source& any = L.packed.info       ? L.packed
+                        : L.scale.info      ? L.scale
+                        : L.zero_point.info ? L.zero_point
+                                            : L.shape;
     for (const Source* s : {&L.packed, &L.scale, &L.shape})
       if (s->info == nullptr)
         BadInput(any.Where() + ": " + L.module + "." +
-                 kParts[s == &L.packed ? 0 : s == &L.scale ? 1 : 3] + " is missing");
+                 kParts[s == &L.packed  ? 0
+                        : s == &L.scale ? 1
+                                        : 3] +
+                 " is missing");
     if (ckpt->Find(L.module + ".weight") != nullptr)
       BadInput(L.packed.Where() + ": " + L.module + ".weight is present too");
     const int s = SchemeFor(qconfig, L.module);
     if (s < 0)
-      BadInput(L.packed.Where() + ": stored packed, but quantization_config ignores " +
-               L.module + " or matches it with no config group");
+      BadInput(L.packed.Where() +
+               ": stored packed, but quantization_config ignores " + L.module +
+               " or matches it with no config group");
     L.scheme = qconfig.schemes[static_cast<size_t>(s)];
     ValidateLayer(&L);
   }
@@ -469,15 +512,19 @@ int Dequant(const DequantOptions& o) {
   for (const OutItem& item : items) {
     if (item.layer >= 0) {
       const Layer& L = layers[static_cast<size_t>(item.layer)];
-      specs.push_back({L.module + ".weight", StFor(out_dtype), {L.out, L.in},
-                       static_cast<uint64_t>(L.out * L.in) * DTypeSize(out_dtype)});
+      specs.push_back(
+          {L.module + ".weight",
+           StFor(out_dtype),
+           {L.out, L.in},
+           static_cast<uint64_t>(L.out * L.in) * DTypeSize(out_dtype)});
     } else {
       const io::TensorInfo& t = *item.src.info;
       DType kd;
       const bool same = io::StDtypeToKernel(t.dtype, &kd) && kd == out_dtype;
       if (IsFloat(t.dtype) && !same)
-        specs.push_back({t.name, StFor(out_dtype), t.shape,
-                         static_cast<uint64_t>(t.num_elements) * DTypeSize(out_dtype)});
+        specs.push_back(
+            {t.name, StFor(out_dtype), t.shape,
+             static_cast<uint64_t>(t.num_elements) * DTypeSize(out_dtype)});
       else
         specs.push_back({t.name, t.dtype, t.shape, t.byte_size()});
     }
@@ -502,8 +549,8 @@ int Dequant(const DequantOptions& o) {
       std::vector<io::TensorSpec> list;
       for (size_t idx : shards.tensors[s]) list.push_back(specs[idx]);
       const fs::path p = tmp_path / shards.file_names[s];
-      Check(io::SafetensorsWriter::Create(p.string(), std::move(list), metadata, false,
-                                          &writer),
+      Check(io::SafetensorsWriter::Create(p.string(), std::move(list), metadata,
+                                          false, &writer),
             p.string());
       writer_shard = s;
     }
@@ -519,7 +566,8 @@ int Dequant(const DequantOptions& o) {
     const Layer& L = layers[static_cast<size_t>(item.layer)];
     int64_t b = 0;
     for (const Source* src : {&L.packed, &L.scale, &L.zero_point, &L.shape})
-      if (src->info != nullptr) b += static_cast<int64_t>(src->info->byte_size());
+      if (src->info != nullptr)
+        b += static_cast<int64_t>(src->info->byte_size());
     return b;
   };
   int64_t total_bytes = 0, bytes_done = 0;
@@ -531,6 +579,12 @@ int Dequant(const DequantOptions& o) {
     CheckInterrupted();
     const OutItem& item = items[k];
     progress.Start(static_cast<int64_t>(k), bytes_done, specs[k].name);
+    {
+      const Source& src = item.layer >= 0
+                              ? layers[static_cast<size_t>(item.layer)].packed
+                              : item.src;
+      SetCurrentInput(src.file->path(), src.info->name);
+    }
     bytes_done += source_bytes(item);
     if (item.layer >= 0) {
       const Layer& L = layers[static_cast<size_t>(item.layer)];
@@ -538,8 +592,8 @@ int Dequant(const DequantOptions& o) {
       Unpack(L, &buf);
       std::vector<uint8_t> w(specs[k].byte_size);
       const MatrixView view{w.data(), out_dtype, L.out, L.in, L.in};
-      Check(Dequantize(static_cast<const QuantizedBuffers&>(buf).view(), buf.scheme, view,
-                       exec),
+      Check(Dequantize(static_cast<const QuantizedBuffers&>(buf).view(),
+                       buf.scheme, view, exec),
             L.packed.Where());
       write_spec(k, w.data());
       continue;
@@ -559,7 +613,8 @@ int Dequant(const DequantOptions& o) {
   if (!writer) {
     for (size_t s = 0; s < shards.file_names.size(); ++s) {
       const fs::path p = tmp_path / shards.file_names[s];
-      Check(io::SafetensorsWriter::Create(p.string(), {}, metadata, false, &writer),
+      Check(io::SafetensorsWriter::Create(p.string(), {}, metadata, false,
+                                          &writer),
             p.string());
       Check(writer->Finish(), p.string());
     }
@@ -581,8 +636,9 @@ int Dequant(const DequantOptions& o) {
 
   CheckInterrupted();
   MoveIntoPlace(&tmp, out_dir, o.output);
-  spdlog::info("wrote {}: {} tensors ({} dequantized to {}), {} shard{}", o.output,
-               specs.size(), layers.size(), DTypeName(out_dtype), shards.file_names.size(),
+  spdlog::info("wrote {}: {} tensors ({} dequantized to {}), {} shard{}",
+               o.output, specs.size(), layers.size(), DTypeName(out_dtype),
+               shards.file_names.size(),
                shards.file_names.size() == 1 ? "" : "s");
   return 0;
 }
@@ -596,14 +652,16 @@ CLI::App* AddDequantCommand(CLI::App* app, DequantOptions* o) {
       "by 'nibble convert') back into plain safetensors in one float dtype");
   cmd->add_option("IN", o->input, "Input: a compressed-tensors model directory")
       ->required();
-  cmd->add_option("OUT", o->output, "Output model directory (must not exist, unless --force)")
+  cmd->add_option("OUT", o->output,
+                  "Output model directory (must not exist, unless --force)")
       ->required();
   cmd->add_option("--dtype", o->dtype,
                   "dtype of the dequantized weights and of every other "
                   "floating-point tensor: f16|bf16|f32")
       ->check(CLI::IsMember({"f16", "bf16", "f32"}))
       ->capture_default_str();
-  cmd->add_option("--threads", o->threads, "OpenMP threads (default: all cores)");
+  cmd->add_option("--threads", o->threads,
+                  "OpenMP threads (default: all cores)");
   cmd->add_flag("--force", o->force, "Replace an existing OUT");
   cmd->add_option("--max-shard-size", o->max_shard_size,
                   "Largest shard (tensor bytes), e.g. 5GB, 500MB, 64MiB")

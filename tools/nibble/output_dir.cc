@@ -9,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <cerrno>
@@ -272,16 +273,57 @@ void RemoveContentsSignalSafe(int fd, int depth) {
   ::close(fd);
 }
 
+// What SetCurrentInput recorded, NUL-terminated.
+char g_input_file[2048];
+char g_input_tensor[512];
+
+void CopyCut(const std::string& from, char* to, size_t size) {
+  const size_t n = std::min(from.size(), size - 1);
+  std::memcpy(to, from.data(), n);
+  to[n] = 0;
+}
+
+void WriteAll(const char* s) {
+  size_t left = std::strlen(s);
+  while (left > 0) {
+    const ssize_t w = ::write(STDERR_FILENO, s, left);
+    if (w <= 0) return;
+    s += w;
+    left -= static_cast<size_t>(w);
+  }
+}
+
+void RemoveTempDirSignalSafe() {
+  io::RemoveTemporariesOnSignal();
+  if (!g_temp_dir_set.load()) return;
+  const int fd = ::open(g_temp_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+  if (fd >= 0) {
+    RemoveContentsSignalSafe(fd, 0);
+    ::rmdir(g_temp_dir);
+  }
+}
+
+extern "C" void OnBusError(int) {
+  WriteAll("nibble: error: ");
+  if (g_input_file[0] != 0) {
+    WriteAll(g_input_file);
+    WriteAll(": ");
+  }
+  if (g_input_tensor[0] != 0) {
+    WriteAll("tensor '");
+    WriteAll(g_input_tensor);
+    WriteAll("': ");
+  }
+  WriteAll(
+      "the input changed while it was being read (SIGBUS: the file was "
+      "truncated or its storage failed): nothing written\n");
+  RemoveTempDirSignalSafe();
+  ::_exit(2);
+}
+
 extern "C" void OnInterrupt(int sig) {
   if (g_signal.exchange(sig) == 0) return;
-  io::RemoveTemporariesOnSignal();
-  if (g_temp_dir_set.load()) {
-    const int fd = ::open(g_temp_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-    if (fd >= 0) {
-      RemoveContentsSignalSafe(fd, 0);
-      ::rmdir(g_temp_dir);
-    }
-  }
+  RemoveTempDirSignalSafe();
   ::_exit(128 + sig);
 }
 
@@ -295,6 +337,14 @@ void InstallInterruptHandlers(const fs::path& temp_dir) {
   }
   std::signal(SIGINT, OnInterrupt);
   std::signal(SIGTERM, OnInterrupt);
+  InstallFaultHandler();
+}
+
+void InstallFaultHandler() { std::signal(SIGBUS, OnBusError); }
+
+void SetCurrentInput(const std::string& file, const std::string& tensor) {
+  CopyCut(file, g_input_file, sizeof g_input_file);
+  CopyCut(tensor, g_input_tensor, sizeof g_input_tensor);
 }
 
 void CheckInterrupted() {

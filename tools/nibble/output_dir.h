@@ -117,6 +117,16 @@ void InstallInterruptHandlers(const std::filesystem::path& temp_dir);
 // Throws ToolError(128 + signal) if a signal arrived.
 void CheckInterrupted();
 
+// SIGBUS while reading a memory-mapped input (the file was truncated or its
+// storage failed under the mapping, bad-inputs #18): the handler prints one
+// line naming the input set by SetCurrentInput, removes the temporary
+// directory registered by InstallInterruptHandlers (if any) and exits with
+// 2, instead of dying on the signal. InstallInterruptHandlers also installs
+// it.
+void InstallFaultHandler();
+// The file and tensor being read, for that message (long names are cut).
+void SetCurrentInput(const std::string& file, const std::string& tensor);
+
 // Drops the pages of a tensor that was read from a mapping, so the resident
 // set stays near one tensor (the file stays mapped; a later read faults the
 // pages in again from the page cache).
