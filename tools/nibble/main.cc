@@ -29,6 +29,7 @@
 #include "dequant.h"
 #include "nibble/nibble.h"
 #include "report.h"
+#include "report_cmd.h"
 #include "synth.h"
 
 namespace nibble::tool {
@@ -446,6 +447,8 @@ int Run(int argc, char** argv) {
   CLI::App* convert_cmd = AddConvertCommand(&app, &conv);
   DequantOptions deq;
   CLI::App* dequant_cmd = AddDequantCommand(&app, &deq);
+  ReportOptions rep;
+  CLI::App* report_cmd = AddReportCommand(&app, &rep);
 
   try {
     app.parse(argc, argv);
@@ -484,8 +487,15 @@ int Run(int argc, char** argv) {
     if (rc != kExitOk) throw ToolError(rc, error);
     return rc;
   }
+  if (report_cmd->parsed()) {
+    std::string error;
+    const int rc = RunReport(rep, global_isa, &error);
+    if (rc != kExitOk) throw ToolError(rc, error);
+    return rc;
+  }
   std::cout << app.help();
-  Usage("no subcommand given: use convert, dequant, quantize or info (or --version)");
+  Usage("no subcommand given: use convert, dequant, report, quantize or info "
+        "(or --version)");
 }
 
 }  // namespace

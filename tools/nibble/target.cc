@@ -89,6 +89,15 @@ Status ParseTarget(const std::string& text, int64_t default_group_size,
     return Status(StatusCode::kInvalidArgument,
                   st.message() + "; or keep, fp16, bf16, fp32");
   }
+  if (IsGgml(scheme)) {
+    // GGUF block types are only written into GGUF files (issue 4), never
+    // into compressed-tensors output.
+    return Status(StatusCode::kInvalidArgument,
+                  "'" + text +
+                      "' is a GGUF block type: it applies to GGUF output "
+                      "only; for safetensors use int8, int4-gN, keep, fp16, "
+                      "bf16 or fp32");
+  }
   if (scheme.bits == 4 && Int4NameHasNoGroup(text)) {
     if (!IsValidGroupSize(default_group_size)) {
       return Status(StatusCode::kInvalidArgument,
