@@ -47,6 +47,9 @@ constexpr BenchScheme kSchemes[] = {
     {"int4_g32_sym", "int4-g32"},
     {"int4_g128_sym", "int4-g128"},
     {"int4_g128_asym", "int4-g128-asym"},
+    {"q8_0", "q8_0"},
+    {"q4_0", "q4_0"},
+    {"q4_1", "q4_1"},  // GGML blocks
 };
 constexpr DType kDTypes[] = {DType::kF16, DType::kBF16, DType::kF32};
 

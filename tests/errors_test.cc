@@ -64,7 +64,7 @@ TEST_P(NonFiniteTest, ReportsFirstNonFiniteInRowMajorOrder) {
   Rng rng = MakeRng();
   constexpr int64_t kRows = 40;
   const int thread_counts[] = {1, 2, 7};
-  for (const QuantScheme& s : AllSchemes(DType::kF16)) {
+  for (const QuantScheme& s : EquivalenceSchemes()) {
     const int64_t cols = s.group_size == 0 ? 255 : 256;
     std::uniform_int_distribution<int64_t> row(0, kRows - 1), col(0, cols - 1);
     std::vector<std::vector<Pos>> cases = {
@@ -243,6 +243,73 @@ TEST_P(ScaleOverflowTest, FirstFailureWinsBetweenNaNAndOverflow) {
   }
 }
 
+// GGML schemes: a scale (or Q4_1's block minimum) that F16 rounds to Inf is
+// kScaleOverflow (ggml would store the Inf). F16 rounds 65520, the midpoint
+// above its largest value 65504, to Inf (ties to even), and anything below
+// it to 65504: each edge below is exact in float, on either side.
+TEST_P(ScaleOverflowTest, GgmlF16EdgesAreExact) {
+  NIBBLE_TRACE_SEED();
+  Rng rng = MakeRng();
+  struct Case {
+    QuantScheme scheme;
+    const char* what;
+    float fits, overflows;  // the value placed at (1, 255)
+    bool zero_group;        // the rest of its group is 0 (else small Gaussians)
+    bool constant;          // the whole group holds the value
+  };
+  const Case cases[] = {
+      // d = amax / 127.
+      {GgmlQ8_0(), "q8_0 amax", 65519.0f * 127, 65520.0f * 127, false, false},
+      {GgmlQ8_0(), "q8_0 -amax", -65519.0f * 127, -65520.0f * 127, false,
+       false},
+      // d = max / -8 (either sign).
+      {GgmlQ4_0(), "q4_0 max", 65519.0f * 8, 65520.0f * 8, false, false},
+      {GgmlQ4_0(), "q4_0 -max", -65519.0f * 8, -65520.0f * 8, false, false},
+      // d = (hi - lo) / 15 with lo = 0.
+      {GgmlQ4_1(), "q4_1 range", 65519.0f * 15, 65520.0f * 15, true, false},
+      // m = FP16(lo) with d = 0.
+      {GgmlQ4_1(), "q4_1 minimum", -65519.0f, -65520.0f, false, true},
+  };
+  const int64_t rows = 3, cols = 256;
+  const std::vector<float> base =
+      Generate(DataKind::kGaussian, rows, cols, GgmlQ8_0(), rng);
+  for (const Case& k : cases) {
+    for (float v : {k.fits, k.overflows}) {
+      for (int threads : {1, 3}) {
+        SCOPED_TRACE(std::string(k.what) + " value " + std::to_string(v) +
+                     " threads " + std::to_string(threads));
+        std::vector<float> x = base;
+        for (int64_t c = 224; c < 256; ++c) {
+          float& e = x[static_cast<size_t>(cols + c)];
+          if (k.zero_group) e = 0.0f;
+          if (k.constant) e = v;
+        }
+        x[static_cast<size_t>(cols + 255)] = v;
+        const InputMatrix in(x, DType::kF32, rows, cols, Layout::kDense);
+        const QuantResult q = RunQuantize(in, k.scheme, Layout::kDense, 0, true,
+                                          ExecOptions{threads, GetParam()});
+        if (v == k.fits) {
+          ASSERT_TRUE(q.status.ok()) << q.status.ToString();
+          const uint32_t d = q.scale_bits(1, 7);
+          if (k.constant) {
+            EXPECT_EQ(d, 0u);
+            EXPECT_EQ(q.offset_bits(1, 7), 0xfbffu);  // -65504
+          } else {
+            EXPECT_EQ(d & 0x7fffu, 0x7bffu);  // +-65504
+          }
+        } else {
+          ASSERT_EQ(q.status.code(), StatusCode::kScaleOverflow)
+              << q.status.ToString();
+          ASSERT_EQ(q.status.row(), 1);
+          ASSERT_EQ(q.status.col(), 224);
+          EXPECT_THAT(q.status.message(), HasSubstr("row 1, columns 224..255"));
+          EXPECT_THAT(q.status.message(), HasSubstr(SchemeName(k.scheme)));
+        }
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllPaths, ScaleOverflowTest,
                          ::testing::ValuesIn(ConcreteIsas()), IsaParamName);
 
@@ -366,6 +433,57 @@ TEST(InvalidArgumentTest, QuantizeAndDequantizeRejectBadArguments) {
         EXPECT_EQ(d.code(), StatusCode::kInvalidArgument) << d.ToString();
       }
     }
+  }
+}
+
+// Q4_1 needs its offsets; GGML schemes take only multiples of 32 columns and
+// F16 scales.
+TEST(InvalidArgumentTest, GgmlSchemesRejectBadArguments) {
+  const int64_t rows = 4, cols = 64;
+  std::vector<float> input(static_cast<size_t>(rows * cols), 1.0f);
+  std::vector<float> deq(input.size());
+  for (const QuantScheme& s : GgmlSchemes()) {
+    SCOPED_TRACE(SchemeName(s));
+    QuantizedBuffers b;
+    ASSERT_TRUE(b.Allocate(s, rows, cols).ok());
+    const ConstMatrixView in{input.data(), DType::kF32, rows, cols, cols};
+    const MatrixView out{deq.data(), DType::kF32, rows, cols, cols};
+    const ExecOptions options{1, Isa::kScalar};
+    ASSERT_TRUE(Quantize(in, s, b.view(), nullptr, options).ok());
+    ASSERT_TRUE(Dequantize(static_cast<const QuantizedBuffers&>(b).view(), s,
+                           out, options)
+                    .ok());
+    if (HasOffsets(s)) {
+      QuantizedView v = b.view();
+      v.offsets = nullptr;
+      Status st = Quantize(in, s, v, nullptr, options);
+      EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+      EXPECT_THAT(st.message(), HasSubstr("offsets"));
+      st = Dequantize(v, s, out, options);
+      EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+      v = b.view();
+      v.offsets_stride = 1;
+      st = Quantize(in, s, v, nullptr, options);
+      EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+      EXPECT_THAT(st.message(), HasSubstr("offset stride 1"));
+      EXPECT_EQ(Dequantize(v, s, out, options).code(),
+                StatusCode::kInvalidArgument);
+    } else {
+      // Zero points and offsets are not looked at.
+      QuantizedView v = b.view();
+      v.zero_points = nullptr;
+      v.offsets = nullptr;
+      EXPECT_TRUE(Quantize(in, s, v, nullptr, options).ok());
+    }
+    const ConstMatrixView narrow{input.data(), DType::kF32, rows, 48, cols};
+    Status st = Quantize(narrow, s, b.view(), nullptr, options);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+    EXPECT_THAT(st.message(), HasSubstr("48"));
+    QuantScheme bf16 = s;
+    bf16.scale_dtype = DType::kBF16;
+    st = Quantize(in, bf16, b.view(), nullptr, options);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+    EXPECT_THAT(st.message(), HasSubstr("F16"));
   }
 }
 

@@ -97,6 +97,103 @@ TEST(SchemeNameTest, RejectsBadNames) {
   }
 }
 
+// GGML's q8_0, q4_0, q4_1: names, fixed group and scale dtype, sizes.
+TEST(GgmlSchemeTest, NamesParseToFixedSchemes) {
+  struct Case {
+    const char* name;
+    int bits;
+    bool symmetric;
+    double bits_per_weight;  // the ggml block's size * 8 / 32
+  };
+  const Case cases[] = {
+      {"q8_0", 8, true, 8.5}, {"q4_0", 4, true, 4.5}, {"q4_1", 4, false, 5.0}};
+  const std::vector<QuantScheme> made = {GgmlQ8_0(), GgmlQ4_0(), GgmlQ4_1()};
+  for (size_t i = 0; i < 3; ++i) {
+    const Case& c = cases[i];
+    SCOPED_TRACE(c.name);
+    for (DType preset : AllDTypes()) {
+      QuantScheme s;
+      s.scale_dtype = preset;  // ignored: GGML stores F16 scales
+      ASSERT_TRUE(ParseScheme(c.name, &s).ok());
+      EXPECT_EQ(s.family, SchemeFamily::kGgml);
+      EXPECT_EQ(s.bits, c.bits);
+      EXPECT_EQ(s.symmetric, c.symmetric);
+      EXPECT_EQ(s.group_size, 32);
+      EXPECT_EQ(s.scale_dtype, DType::kF16);
+      EXPECT_EQ(SchemeName(s), c.name);
+      EXPECT_TRUE(SameScheme(s, made[i]));
+      EXPECT_EQ(made[i].family, SchemeFamily::kGgml);
+    }
+    const QuantScheme& s = made[i];
+    EXPECT_TRUE(IsGgml(s));
+    EXPECT_FALSE(HasZeroPoints(s));
+    EXPECT_EQ(HasOffsets(s), !c.symmetric);
+    EXPECT_TRUE(ValidateScheme(s, 32).ok());
+    EXPECT_TRUE(ValidateScheme(s, 4096).ok());
+    EXPECT_EQ(GroupLength(s, 4096), 32);
+    EXPECT_EQ(GroupsPerRow(s, 4096), 128);
+    EXPECT_EQ(CodeBytesPerRow(s, 4096), c.bits == 8 ? 4096 : 2048);
+    EXPECT_EQ(BitsPerWeight(s, 4096), c.bits_per_weight);
+    QuantizedBuffers b;
+    ASSERT_TRUE(b.Allocate(s, 3, 64).ok());
+    EXPECT_EQ(b.codes.size(), c.bits == 8 ? 192u : 96u);
+    EXPECT_EQ(b.scales.size(), 12u);
+    EXPECT_TRUE(b.zero_points.empty());
+    EXPECT_EQ(b.offsets.size(), c.symmetric ? 0u : 12u);
+    EXPECT_EQ(b.view().offsets == nullptr, c.symmetric);
+  }
+  // nibble's asymmetric schemes keep zero points and have no offsets.
+  const QuantScheme asym{4, false, 32, DType::kF16};
+  EXPECT_FALSE(IsGgml(asym));
+  EXPECT_TRUE(HasZeroPoints(asym));
+  EXPECT_FALSE(HasOffsets(asym));
+}
+
+TEST(GgmlSchemeTest, ValidateRejectsWhatGgmlCannotStore) {
+  for (const QuantScheme& s : GgmlSchemes()) {
+    SCOPED_TRACE(SchemeName(s));
+    for (int64_t cols : {0, -32, 16, 31, 33, 48, 4097}) {
+      const Status st = ValidateScheme(s, cols);
+      EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << cols;
+      EXPECT_THAT(st.message(), HasSubstr(std::to_string(cols)));
+    }
+    for (int64_t g : {0, 64, 128, 256}) {
+      QuantScheme bad = s;
+      bad.group_size = g;
+      const Status st = ValidateScheme(bad, 256);
+      EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << g;
+      EXPECT_THAT(st.message(), HasSubstr("32"));
+    }
+    for (DType sd : {DType::kBF16, DType::kF32}) {
+      QuantScheme bad = s;
+      bad.scale_dtype = sd;
+      const Status st = ValidateScheme(bad, 256);
+      EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+      EXPECT_THAT(st.message(), HasSubstr("F16"));
+    }
+  }
+  QuantScheme q8_asym = GgmlQ8_0();
+  q8_asym.symmetric = false;
+  EXPECT_EQ(ValidateScheme(q8_asym, 64).code(), StatusCode::kInvalidArgument);
+  QuantScheme q5 = GgmlQ4_0();
+  q5.bits = 5;
+  EXPECT_EQ(ValidateScheme(q5, 64).code(), StatusCode::kInvalidArgument);
+  QuantScheme odd = GgmlQ4_0();
+  odd.family = static_cast<SchemeFamily>(7);
+  EXPECT_EQ(ValidateScheme(odd, 64).code(), StatusCode::kInvalidArgument);
+}
+
+TEST(GgmlSchemeTest, RejectsOtherGgmlNames) {
+  for (const char* bad : {"Q4_0", "q4_0-asym", "q4_0-g32", "q5_0", "q4_2",
+                          "q8_1", "q4", "q8", "q4_0 ", "q4-0", "q4_k"}) {
+    SCOPED_TRACE(std::string("'") + bad + "'");
+    QuantScheme s;
+    const Status st = ParseScheme(bad, &s);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+    EXPECT_THAT(st.message(), HasSubstr(std::string("'") + bad + "'"));
+  }
+}
+
 TEST(SchemeSizeTest, GroupsAndCodeBytes) {
   const QuantScheme g128{4, true, 128, DType::kF16};
   EXPECT_EQ(GroupLength(g128, 4096), 128);

@@ -118,6 +118,21 @@ std::vector<QuantScheme> AllSchemes(DType scale_dtype) {
   return out;
 }
 
+std::vector<QuantScheme> GgmlSchemes() {
+  return {GgmlQ8_0(), GgmlQ4_0(), GgmlQ4_1()};
+}
+
+std::vector<QuantScheme> EquivalenceSchemes() {
+  std::vector<QuantScheme> out = AllSchemes(DType::kF16);
+  for (const QuantScheme& s : GgmlSchemes()) out.push_back(s);
+  return out;
+}
+
+std::vector<DType> ScaleDTypesFor(const QuantScheme& s) {
+  if (IsGgml(s)) return {DType::kF16};
+  return AllDTypes();
+}
+
 const std::vector<DType>& AllDTypes() {
   static const std::vector<DType> v = {DType::kF32, DType::kF16, DType::kBF16};
   return v;
@@ -148,6 +163,7 @@ std::string Identifier(const std::string& text) {
 }
 
 int QMax(const QuantScheme& s) {
+  if (IsGgml(s)) return s.bits == 8 ? 127 : (s.symmetric ? 8 : 15);
   if (s.bits == 8) return s.symmetric ? 127 : 255;
   return s.symmetric ? 7 : 15;
 }
@@ -159,6 +175,15 @@ const std::vector<DataKind>& AllDataKinds() {
       DataKind::kGaussian, DataKind::kHeavyTailed,  DataKind::kConstant,
       DataKind::kZero,     DataKind::kF16Subnormal, DataKind::kF16Extremes,
       DataKind::kTies,     DataKind::kSignedZeros,  DataKind::kTiny};
+  return v;
+}
+
+const std::vector<DataKind>& EquivalenceDataKinds() {
+  static const std::vector<DataKind> v = [] {
+    std::vector<DataKind> k = AllDataKinds();
+    k.push_back(DataKind::kMaxAbsTies);
+    return k;
+  }();
   return v;
 }
 
@@ -182,6 +207,8 @@ const char* DataKindName(DataKind kind) {
       return "signed-zeros";
     case DataKind::kTiny:
       return "tiny";
+    case DataKind::kMaxAbsTies:
+      return "max-abs-ties";
   }
   return "?";
 }
@@ -300,6 +327,40 @@ std::vector<float> Generate(DataKind kind, int64_t rows, int64_t cols,
       for (auto& x : v)
         x = (unit(rng) < 0.5f ? -1.0f : 1.0f) *
             std::ldexp(1.0f + unit(rng), e(rng));
+      break;
+    }
+    case DataKind::kMaxAbsTies: {
+      const int64_t group = GroupLength(scheme, cols);
+      std::uniform_int_distribution<int64_t> pos(0, group - 1);
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t g0 = 0; g0 < cols; g0 += group) {
+          const float a = row_magnitude();
+          const int variant = static_cast<int>(rng() % 4);
+          for (int64_t c = g0; c < g0 + group; ++c) {
+            const float u = unit(rng);
+            switch (variant) {
+              case 0:
+              case 1:
+                at(r, c) = a * 0.99f * (2.0f * u - 1.0f);
+                break;
+              case 2:  // non-negative, zeros of both signs
+                at(r, c) = u < 0.2f ? 0.0f : u < 0.4f ? -0.0f : a * u;
+                break;
+              default:  // zeros only
+                at(r, c) = u < 0.5f ? 0.0f : -0.0f;
+                break;
+            }
+          }
+          if (variant <= 1) {
+            // +a and -a, in a random order; variant 1 repeats them.
+            const int copies = variant == 0 ? 1 : 3;
+            for (int k = 0; k < copies; ++k) {
+              at(r, g0 + pos(rng)) = a;
+              at(r, g0 + pos(rng)) = -a;
+            }
+          }
+        }
+      }
       break;
     }
   }
@@ -517,14 +578,17 @@ OutputShape OutputShapeFor(const QuantScheme& scheme, int64_t cols,
   const int64_t cb = CodeBytesPerRow(scheme, cols);
   const int64_t groups = GroupsPerRow(scheme, cols);
   OutputShape s{cb, groups, groups, 0, 0, 0};
+  s.offsets_stride = groups;
   if (layout == Layout::kPadded) {
     s.codes_stride += 3;
     s.scales_stride += 1;
     s.zp_stride += 2;
+    s.offsets_stride += 3;
   } else if (layout == Layout::kMisaligned) {
     s.codes_misalign = 1;
     s.scales_misalign = DTypeSize(scheme.scale_dtype);
     s.zp_misalign = 1;
+    s.offsets_misalign = 2;
   }
   return s;
 }
@@ -535,7 +599,9 @@ QuantizedView QuantResult::view() {
                        scales->data(),
                        shape.scales_stride,
                        zps ? zps->data() : nullptr,
-                       zps ? shape.zp_stride : 0};
+                       zps ? shape.zp_stride : 0,
+                       offsets ? offsets->data() : nullptr,
+                       offsets ? shape.offsets_stride : 0};
 }
 
 ConstQuantizedView QuantResult::const_view() const {
@@ -544,7 +610,9 @@ ConstQuantizedView QuantResult::const_view() const {
                             scales->data(),
                             shape.scales_stride,
                             zps ? zps->data() : nullptr,
-                            zps ? shape.zp_stride : 0};
+                            zps ? shape.zp_stride : 0,
+                            offsets ? offsets->data() : nullptr,
+                            offsets ? shape.offsets_stride : 0};
 }
 
 float QuantResult::scale(int64_t r, int64_t g) const {
@@ -560,8 +628,14 @@ uint32_t QuantResult::scale_bits(int64_t r, int64_t g) const {
 }
 
 int QuantResult::zero_point(int64_t r, int64_t g) const {
-  if (scheme.symmetric) return 0;
+  if (!HasZeroPoints(scheme)) return 0;
   return zps->data()[r * shape.zp_stride + g];
+}
+
+uint16_t QuantResult::offset_bits(int64_t r, int64_t g) const {
+  uint16_t bits = 0;
+  std::memcpy(&bits, offsets->data() + (r * shape.offsets_stride + g) * 2, 2);
+  return bits;
 }
 
 int QuantResult::raw_code(int64_t r, int64_t c) const {
@@ -597,9 +671,13 @@ QuantResult RunQuantize(const InputMatrix& in, const QuantScheme& scheme,
       q.shape.codes_misalign, fill);
   q.scales = std::make_unique<GuardedBytes>(
       span(q.shape.scales_stride, groups) * ss, q.shape.scales_misalign, fill);
-  if (!scheme.symmetric)
+  if (HasZeroPoints(scheme))
     q.zps = std::make_unique<GuardedBytes>(span(q.shape.zp_stride, groups),
                                            q.shape.zp_misalign, fill);
+  if (HasOffsets(scheme))
+    q.offsets =
+        std::make_unique<GuardedBytes>(span(q.shape.offsets_stride, groups) * 2,
+                                       q.shape.offsets_misalign, fill);
   q.status = Quantize(in.view(), scheme, q.view(), metrics ? &q.sums : nullptr,
                       options);
   return q;
@@ -646,6 +724,9 @@ QuantResult RunQuantize(const InputMatrix& in, const QuantScheme& scheme,
                                groups * ss);
     if (r && q->zps)
       r = q->zps->Untouched("zero points", q->rows, q->shape.zp_stride, groups);
+    if (r && q->offsets)
+      r = q->offsets->Untouched("offsets", q->rows, q->shape.offsets_stride * 2,
+                                groups * 2);
     if (!r) return r << " (" << who << " path)";
   }
   if (!ref.status.ok()) return ::testing::AssertionSuccess();
@@ -657,6 +738,9 @@ QuantResult RunQuantize(const InputMatrix& in, const QuantScheme& scheme,
   if (r && ref.zps)
     r = SameRows("zero points", ref.zps->data(), got.zps->data(), ref.rows,
                  ref.shape.zp_stride, groups);
+  if (r && ref.offsets)
+    r = SameRows("offsets", ref.offsets->data(), got.offsets->data(), ref.rows,
+                 ref.shape.offsets_stride * 2, groups * 2);
   if (r && ref.metrics) r = SameSums(ref.sums, got.sums);
   return r;
 }
@@ -676,6 +760,10 @@ DequantInput::DequantInput(const QuantResult& q, Layout layout) {
   if (q.zps) {
     zps_ = copy(*q.zps);
     view_.zero_points = zps_->data();
+  }
+  if (q.offsets) {
+    offsets_ = copy(*q.offsets);
+    view_.offsets = offsets_->data();
   }
 }
 

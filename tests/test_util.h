@@ -47,6 +47,13 @@ std::string SeedMessage();
 // The twelve schemes: int8 per channel sym/asym, int8-g32 sym/asym,
 // int4-g32/g64/g128/g256 sym/asym, int4-row sym/asym.
 std::vector<QuantScheme> AllSchemes(DType scale_dtype = DType::kF16);
+// The three GGML schemes: q8_0, q4_0, q4_1 (F16 scales, group 32).
+std::vector<QuantScheme> GgmlSchemes();
+// AllSchemes() (F16 scales) followed by GgmlSchemes(): what the equivalence
+// and thread suites are instantiated over.
+std::vector<QuantScheme> EquivalenceSchemes();
+// The scale dtypes a scheme takes: all three, or F16 for GGML schemes.
+std::vector<DType> ScaleDTypesFor(const QuantScheme& scheme);
 const std::vector<DType>& AllDTypes();
 // The concrete SIMD paths the equivalence suites are instantiated over.
 const std::vector<Isa>& SimdIsas();
@@ -56,6 +63,8 @@ const std::vector<Isa>& ConcreteIsas();
 std::string IsaSkipMessage(Isa isa);
 // Name-safe string for parameter names ("int4_g128_asym").
 std::string Identifier(const std::string& text);
+// Largest code magnitude: 127 / 255 / 7 / 15 for nibble's schemes; for
+// GGML 127 (Q8_0), 8 (Q4_0: levels -8..7), 15 (Q4_1).
 int QMax(const QuantScheme& scheme);
 
 // ---------------------------------------------------------------------------
@@ -71,13 +80,22 @@ enum class DataKind {
   kTies,          // per group: scale a power of two, x * inv exactly k + 0.5
   kSignedZeros,   // +0 and -0 mixed with ordinary values; some rows only +-0
   kTiny,          // +-2^-149..2^-120: F32 subnormals (BF16 subnormals, F16 0)
+  // Per group one of: +a and -a both present (the first of largest
+  // magnitude decides Q4_0's sign), several copies of +-a, non-negative
+  // values with zeros of both signs (Q4_1's minimum is the first zero), or
+  // zeros of random signs only. Not in AllDataKinds(); see
+  // EquivalenceDataKinds().
+  kMaxAbsTies,
 };
 const std::vector<DataKind>& AllDataKinds();
+// AllDataKinds() and kMaxAbsTies.
+const std::vector<DataKind>& EquivalenceDataKinds();
 const char* DataKindName(DataKind kind);
 
 // rows x cols values (row-major, dense), finite and within +-65504 so that
 // every input dtype can hold them. `scheme` tells kTies the group length and
-// the grid.
+// the grid (for GGML schemes: x * id = k + 0.5 exactly, which Q8_0 rounds
+// away from zero and Q4_0 / Q4_1 turn into exact integers before truncating).
 std::vector<float> Generate(DataKind kind, int64_t rows, int64_t cols,
                             const QuantScheme& scheme, Rng& rng);
 
@@ -180,6 +198,8 @@ class InputMatrix {
 struct OutputShape {
   int64_t codes_stride, scales_stride, zp_stride;
   size_t codes_misalign, scales_misalign, zp_misalign;
+  int64_t offsets_stride = 0;  // F16 elements (Q4_1)
+  size_t offsets_misalign = 0;
 };
 OutputShape OutputShapeFor(const QuantScheme& scheme, int64_t cols,
                            Layout layout);
@@ -189,6 +209,7 @@ struct QuantResult {
   int64_t rows = 0, cols = 0;
   OutputShape shape{};
   std::unique_ptr<GuardedBytes> codes, scales, zps;
+  std::unique_ptr<GuardedBytes> offsets;  // HasOffsets(scheme) only
   Status status;
   ErrorSums sums;
   bool metrics = false;
@@ -199,6 +220,8 @@ struct QuantResult {
   float scale(int64_t r, int64_t g) const;
   uint32_t scale_bits(int64_t r, int64_t g) const;
   int zero_point(int64_t r, int64_t g) const;
+  // F16 bits of Q4_1's offset of group g of row r.
+  uint16_t offset_bits(int64_t r, int64_t g) const;
   // Signed code of element (r, c): INT8 sym int8_t value, INT8 asym uint8_t,
   // INT4 sym nibble - 8, INT4 asym nibble.
   int code(int64_t r, int64_t c) const;
@@ -228,7 +251,7 @@ class DequantInput {
   ConstQuantizedView view() const { return view_; }
 
  private:
-  std::unique_ptr<PageEndBytes> codes_, scales_, zps_;
+  std::unique_ptr<PageEndBytes> codes_, scales_, zps_, offsets_;
   ConstQuantizedView view_;
 };
 

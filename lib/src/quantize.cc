@@ -48,7 +48,8 @@ Status CheckCommon(int64_t rows, int64_t cols, const QuantScheme& scheme,
 Status CheckQuantizedView(int64_t rows, int64_t cols, const QuantScheme& scheme,
                           const void* codes, int64_t codes_stride,
                           const void* scales, int64_t scales_stride,
-                          const void* zps, int64_t zps_stride) {
+                          const void* zps, int64_t zps_stride,
+                          const void* offsets, int64_t offsets_stride) {
   if (rows == 0) return Status::Ok();
   const int64_t groups = GroupsPerRow(scheme, cols);
   if (codes == nullptr || scales == nullptr)
@@ -60,15 +61,26 @@ Status CheckQuantizedView(int64_t rows, int64_t cols, const QuantScheme& scheme,
   if (scales_stride < groups)
     return Invalid("scales stride " + std::to_string(scales_stride) +
                    " is below the row's " + std::to_string(groups) + " groups");
-  if (!scheme.symmetric) {
+  if (HasZeroPoints(scheme)) {
     if (zps == nullptr) return Invalid("asymmetric schemes need zero points");
     if (zps_stride < groups)
       return Invalid("zero point stride " + std::to_string(zps_stride) +
                      " is below the row's " + std::to_string(groups) +
                      " groups");
   }
-  if (MulOverflows(rows, std::max({codes_stride, scales_stride * 4,
-                                   zps_stride})))
+  if (HasOffsets(scheme)) {
+    if (offsets == nullptr)
+      return Invalid(SchemeName(scheme) + " needs offsets");
+    if (offsets_stride < groups)
+      return Invalid("offset stride " + std::to_string(offsets_stride) +
+                     " is below the row's " + std::to_string(groups) +
+                     " groups");
+  }
+  // The offset stride counts only where offsets are used (older callers
+  // leave it unset).
+  const int64_t os = HasOffsets(scheme) ? offsets_stride * 2 : 0;
+  if (MulOverflows(rows,
+                   std::max({codes_stride, scales_stride * 4, zps_stride, os})))
     return Invalid("quantized buffer size overflows");
   return Status::Ok();
 }
@@ -101,23 +113,32 @@ Status QuantizedBuffers::Allocate(const QuantScheme& s, int64_t r, int64_t c) {
   cols = c;
   codes.assign(static_cast<size_t>(r * cb), 0);
   scales.assign(static_cast<size_t>(r * groups) * DTypeSize(s.scale_dtype), 0);
-  zero_points.assign(s.symmetric ? 0 : static_cast<size_t>(r * groups), 0);
+  zero_points.assign(HasZeroPoints(s) ? static_cast<size_t>(r * groups) : 0, 0);
+  offsets.assign(HasOffsets(s) ? static_cast<size_t>(r * groups) * 2 : 0, 0);
   return Status::Ok();
 }
 
 QuantizedView QuantizedBuffers::view() {
   const int64_t groups = GroupsPerRow(scheme, cols);
-  return QuantizedView{codes.data(), CodeBytesPerRow(scheme, cols),
-                       scales.data(), groups,
+  return QuantizedView{codes.data(),
+                       CodeBytesPerRow(scheme, cols),
+                       scales.data(),
+                       groups,
                        zero_points.empty() ? nullptr : zero_points.data(),
+                       groups,
+                       offsets.empty() ? nullptr : offsets.data(),
                        groups};
 }
 
 ConstQuantizedView QuantizedBuffers::view() const {
   const int64_t groups = GroupsPerRow(scheme, cols);
-  return ConstQuantizedView{codes.data(), CodeBytesPerRow(scheme, cols),
-                            scales.data(), groups,
+  return ConstQuantizedView{codes.data(),
+                            CodeBytesPerRow(scheme, cols),
+                            scales.data(),
+                            groups,
                             zero_points.empty() ? nullptr : zero_points.data(),
+                            groups,
+                            offsets.empty() ? nullptr : offsets.data(),
                             groups};
 }
 
@@ -133,10 +154,10 @@ Status Quantize(const ConstMatrixView& in, const QuantScheme& scheme,
   if (in.rows > 0 && in.data == nullptr) return Invalid("input must not be null");
   if (MulOverflows(in.rows, in.row_stride * 4))
     return Invalid("input size overflows");
-  if (Status s = CheckQuantizedView(in.rows, in.cols, scheme, out.codes,
-                                    out.codes_stride, out.scales,
-                                    out.scales_stride, out.zero_points,
-                                    out.zero_points_stride);
+  if (Status s = CheckQuantizedView(
+          in.rows, in.cols, scheme, out.codes, out.codes_stride, out.scales,
+          out.scales_stride, out.zero_points, out.zero_points_stride,
+          out.offsets, out.offsets_stride);
       !s.ok())
     return s;
 
@@ -155,6 +176,9 @@ Status Quantize(const ConstMatrixView& in, const QuantScheme& scheme,
   a.scales_stride = out.scales_stride;
   a.zero_points = out.zero_points;
   a.zero_points_stride = out.zero_points_stride;
+  a.ggml = kernels::GgmlTypeOf(scheme);
+  a.offsets = out.offsets;
+  a.offsets_stride = out.offsets_stride;
   a.metrics = metrics != nullptr;
 
   std::vector<kernels::RowOutcome> outcomes(static_cast<size_t>(in.rows));
@@ -184,12 +208,19 @@ Status Quantize(const ConstMatrixView& in, const QuantScheme& scheme,
       return s;
     }
     if (o.status == kernels::kRowScaleOverflow) {
-      Status s(StatusCode::kScaleOverflow,
-               "the scale of the group at row " + std::to_string(r) +
-                   ", columns " + std::to_string(o.bad_col) + ".." +
-                   std::to_string(o.bad_col + a.group - 1) +
-                   " does not fit in " + DTypeName(scheme.scale_dtype) +
-                   " (use f32 scales)");
+      const std::string where = " of the group at row " + std::to_string(r) +
+                                ", columns " + std::to_string(o.bad_col) +
+                                ".." + std::to_string(o.bad_col + a.group - 1);
+      Status s(
+          StatusCode::kScaleOverflow,
+          IsGgml(scheme)
+              ? "the scale" +
+                    std::string(HasOffsets(scheme) ? " or the minimum" : "") +
+                    where + " does not fit in " + SchemeName(scheme) +
+                    "'s f16 (ggml would store Inf; use an int scheme "
+                    "with f32 scales)"
+              : "the scale" + where + " does not fit in " +
+                    DTypeName(scheme.scale_dtype) + " (use f32 scales)");
       s.WithPosition(r, o.bad_col);
       return s;
     }
@@ -218,10 +249,10 @@ Status Dequantize(const ConstQuantizedView& in, const QuantScheme& scheme,
     return Invalid("output must not be null");
   if (MulOverflows(out.rows, out.row_stride * 4))
     return Invalid("output size overflows");
-  if (Status s = CheckQuantizedView(out.rows, out.cols, scheme, in.codes,
-                                    in.codes_stride, in.scales,
-                                    in.scales_stride, in.zero_points,
-                                    in.zero_points_stride);
+  if (Status s = CheckQuantizedView(
+          out.rows, out.cols, scheme, in.codes, in.codes_stride, in.scales,
+          in.scales_stride, in.zero_points, in.zero_points_stride, in.offsets,
+          in.offsets_stride);
       !s.ok())
     return s;
   kernels::DequantizeArgs a;
@@ -231,6 +262,9 @@ Status Dequantize(const ConstQuantizedView& in, const QuantScheme& scheme,
   a.scales_stride = in.scales_stride;
   a.zero_points = in.zero_points;
   a.zero_points_stride = in.zero_points_stride;
+  a.ggml = kernels::GgmlTypeOf(scheme);
+  a.offsets = in.offsets;
+  a.offsets_stride = in.offsets_stride;
   a.bits = scheme.bits;
   a.symmetric = scheme.symmetric;
   a.group = GroupLength(scheme, out.cols);

@@ -10,9 +10,57 @@ bool ValidGroupSize(int64_t g) {
   return g == 0 || g == 32 || g == 64 || g == 128 || g == 256;
 }
 
+constexpr int64_t kGgmlBlock = 32;
+
 }  // namespace
 
+QuantScheme GgmlQ8_0() {
+  return QuantScheme{8, true, kGgmlBlock, DType::kF16, SchemeFamily::kGgml};
+}
+QuantScheme GgmlQ4_0() {
+  return QuantScheme{4, true, kGgmlBlock, DType::kF16, SchemeFamily::kGgml};
+}
+QuantScheme GgmlQ4_1() {
+  return QuantScheme{4, false, kGgmlBlock, DType::kF16, SchemeFamily::kGgml};
+}
+
+bool IsGgml(const QuantScheme& s) { return s.family == SchemeFamily::kGgml; }
+bool HasZeroPoints(const QuantScheme& s) { return !s.symmetric && !IsGgml(s); }
+bool HasOffsets(const QuantScheme& s) { return !s.symmetric && IsGgml(s); }
+
 Status ValidateScheme(const QuantScheme& s, int64_t cols) {
+  if (s.family != SchemeFamily::kNibble && s.family != SchemeFamily::kGgml) {
+    return Status(
+        StatusCode::kInvalidArgument,
+        "unknown scheme family " + std::to_string(static_cast<int>(s.family)));
+  }
+  if (IsGgml(s)) {
+    if ((s.bits != 4 && s.bits != 8) || (s.bits == 8 && !s.symmetric)) {
+      return Status(StatusCode::kInvalidArgument,
+                    "GGML schemes are q8_0 (8 bits, symmetric), q4_0 (4 bits, "
+                    "symmetric) and q4_1 (4 bits, asymmetric), got " +
+                        std::to_string(s.bits) + " bits " +
+                        (s.symmetric ? "symmetric" : "asymmetric"));
+    }
+    if (s.group_size != kGgmlBlock) {
+      return Status(StatusCode::kInvalidArgument,
+                    SchemeName(s) +
+                        " has blocks of 32 columns, got group size " +
+                        std::to_string(s.group_size));
+    }
+    if (s.scale_dtype != DType::kF16) {
+      return Status(StatusCode::kInvalidArgument,
+                    SchemeName(s) + " stores F16 scales, got " +
+                        DTypeName(s.scale_dtype));
+    }
+    if (cols <= 0 || cols % kGgmlBlock != 0) {
+      return Status(StatusCode::kInvalidArgument,
+                    "column count " + std::to_string(cols) +
+                        " is not a positive multiple of " + SchemeName(s) +
+                        "'s block of 32");
+    }
+    return Status::Ok();
+  }
   if (s.bits != 4 && s.bits != 8) {
     return Status(StatusCode::kInvalidArgument,
                   "bits must be 4 or 8, got " + std::to_string(s.bits));
@@ -51,13 +99,19 @@ int64_t CodeBytesPerRow(const QuantScheme& s, int64_t cols) {
 
 double BitsPerWeight(const QuantScheme& s, int64_t cols) {
   if (cols <= 0) return 0.0;
-  const double per_group =
-      8.0 * static_cast<double>(DTypeSize(s.scale_dtype)) + (s.symmetric ? 0 : 8);
+  // Asymmetric groups carry a zero point (8 bits) or, Q4_1, an F16 offset.
+  const double per_group = 8.0 * static_cast<double>(DTypeSize(s.scale_dtype)) +
+                           (s.symmetric ? 0 : (IsGgml(s) ? 16 : 8));
   return 8.0 * static_cast<double>(CodeBytesPerRow(s, cols)) / cols +
          per_group * static_cast<double>(GroupsPerRow(s, cols)) / cols;
 }
 
 std::string SchemeName(const QuantScheme& s) {
+  if (IsGgml(s)) {
+    if (s.bits == 8 && s.symmetric) return "q8_0";
+    if (s.bits == 4) return s.symmetric ? "q4_0" : "q4_1";
+    return "ggml-invalid";  // rejected by ValidateScheme
+  }
   std::string name = s.bits == 8 ? "int8" : "int4";
   if (s.group_size == 0) {
     if (s.bits == 4) name += "-row";
@@ -73,8 +127,15 @@ Status ParseScheme(const std::string& text, QuantScheme* out) {
     return Status(StatusCode::kInvalidArgument,
                   "unknown scheme '" + text + "': " + why +
                       " (expected e.g. int8, int8-asym, int8-g32, int4, "
-                      "int4-g32, int4-g128-asym, int4-row)");
+                      "int4-g32, int4-g128-asym, int4-row, q8_0, q4_0, "
+                      "q4_1)");
   };
+  if (text == "q8_0" || text == "q4_0" || text == "q4_1") {
+    *out = text == "q8_0"   ? GgmlQ8_0()
+           : text == "q4_0" ? GgmlQ4_0()
+                            : GgmlQ4_1();
+    return Status::Ok();
+  }
   QuantScheme s;
   std::string rest;
   if (text.rfind("int8", 0) == 0) {
@@ -86,7 +147,7 @@ Status ParseScheme(const std::string& text, QuantScheme* out) {
     s.group_size = 128;
     rest = text.substr(4);
   } else {
-    return bad("it does not start with int8 or int4");
+    return bad("it does not start with int8 or int4 and is not a GGML type");
   }
   while (!rest.empty()) {
     if (rest[0] != '-') return bad("expected '-' before '" + rest + "'");

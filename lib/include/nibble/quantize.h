@@ -20,8 +20,10 @@
 namespace nibble {
 
 // Where a quantized matrix lives. Strides: codes in bytes per row (at least
-// CodeBytesPerRow), scales and zero points in elements per row (at least
-// GroupsPerRow). zero_points is used only by asymmetric schemes.
+// CodeBytesPerRow), scales, zero points and offsets in elements per row (at
+// least GroupsPerRow). zero_points is used only by nibble's asymmetric
+// schemes (HasZeroPoints), offsets only by Q4_1 (HasOffsets): one F16 value
+// per group, the block minimum M that dequantization adds (nibble/scheme.h).
 struct QuantizedView {
   uint8_t* codes = nullptr;
   int64_t codes_stride = 0;
@@ -29,6 +31,8 @@ struct QuantizedView {
   int64_t scales_stride = 0;
   uint8_t* zero_points = nullptr;
   int64_t zero_points_stride = 0;
+  void* offsets = nullptr;  // F16 bits (uint16_t), little-endian
+  int64_t offsets_stride = 0;
 };
 
 struct ConstQuantizedView {
@@ -38,16 +42,26 @@ struct ConstQuantizedView {
   int64_t scales_stride = 0;
   const uint8_t* zero_points = nullptr;
   int64_t zero_points_stride = 0;
+  const void* offsets = nullptr;
+  int64_t offsets_stride = 0;
 
   ConstQuantizedView() = default;
   ConstQuantizedView(const uint8_t* c, int64_t cs, const void* s, int64_t ss,
-                     const uint8_t* z, int64_t zs)
-      : codes(c), codes_stride(cs), scales(s), scales_stride(ss),
-        zero_points(z), zero_points_stride(zs) {}
+                     const uint8_t* z, int64_t zs, const void* o = nullptr,
+                     int64_t os = 0)
+      : codes(c),
+        codes_stride(cs),
+        scales(s),
+        scales_stride(ss),
+        zero_points(z),
+        zero_points_stride(zs),
+        offsets(o),
+        offsets_stride(os) {}
   // A writable view reads as well.
   ConstQuantizedView(const QuantizedView& v)  // NOLINT(runtime/explicit)
       : ConstQuantizedView(v.codes, v.codes_stride, v.scales, v.scales_stride,
-                           v.zero_points, v.zero_points_stride) {}
+                           v.zero_points, v.zero_points_stride, v.offsets,
+                           v.offsets_stride) {}
 };
 
 // Owning storage, densely packed, for tools and tests.
@@ -57,7 +71,8 @@ struct QuantizedBuffers {
   int64_t cols = 0;
   std::vector<uint8_t> codes;
   std::vector<uint8_t> scales;       // raw bytes of scale_dtype values
-  std::vector<uint8_t> zero_points;  // empty when symmetric
+  std::vector<uint8_t> zero_points;  // empty unless HasZeroPoints(scheme)
+  std::vector<uint8_t> offsets;      // F16 bytes; empty unless HasOffsets
 
   // Sizes the vectors for [rows, cols]. Fails on an invalid scheme or when
   // the byte counts overflow.
@@ -75,8 +90,9 @@ struct ExecOptions {
 // result is measured in the same pass and written there.
 // Errors: kInvalidArgument (shape, stride, scheme, threads), kUnsupported
 // (ISA), kNonFinite (first NaN/Inf in row-major order; row and col set),
-// kScaleOverflow (row and first column of the group set). On error the
-// contents of `out` are unspecified.
+// kScaleOverflow (row and first column of the group set; for Q4_1 also when
+// the offset does not fit F16). On error the contents of `out` are
+// unspecified.
 Status Quantize(const ConstMatrixView& in, const QuantScheme& scheme,
                 const QuantizedView& out, ErrorSums* metrics,
                 const ExecOptions& options = {});

@@ -15,9 +15,11 @@
 // its metric terms are fma(0, 0, acc) = acc).
 #include <immintrin.h>
 
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "kernels/common.h"
 #include "kernels/instantiate.h"
@@ -529,6 +531,28 @@ NIBBLE_AVX2_INLINE __m256i QuantizeVecInt(const uint8_t* p,
   return c;
 }
 
+// Stores the 32 code bytes b as QuantizeStep's packs leave them (dwords of 4
+// consecutive elements in the order 0-3, 8-11, 16-19, 24-27 | 4-7, 12-15,
+// 20-23, 28-31): INT8 as 32 bytes, INT4 (every byte 0..15) as 16 bytes of
+// nibble pairs, element 2k in the low nibble.
+template <int kBits>
+NIBBLE_AVX2_INLINE void StorePackedCodes(__m256i b, uint8_t* dst) {
+  if constexpr (kBits == 8) {
+    b = _mm256_permutevar8x32_epi32(b,
+                                    _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), b);
+  } else {
+    // Adjacent bytes (2k, 2k+1) -> one byte lo | hi << 4, as 16-bit words.
+    const __m256i n = _mm256_maddubs_epi16(b, _mm256_set1_epi16(0x1001));
+    const __m256i t = _mm256_packus_epi16(n, n);
+    // Low 8 bytes of each lane: 16-bit units of 4 elements, lane 0 holding
+    // 0-3, 8-11, 16-19, 24-27 and lane 1 the others: interleave them.
+    const __m128i out = _mm_unpacklo_epi16(_mm256_castsi256_si128(t),
+                                           _mm256_extracti128_si256(t, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), out);
+  }
+}
+
 // Quantizes 32 elements at p and writes 32 (INT8) or 16 (INT4) code bytes.
 template <DType kIn, int kBits, bool kSym, bool kMetrics>
 NIBBLE_AVX2_INLINE void QuantizeStep(const uint8_t* p, const VecParams& vp,
@@ -560,21 +584,8 @@ NIBBLE_AVX2_INLINE void QuantizeStep(const uint8_t* p, const VecParams& vp,
       b = _mm256_min_epu8(b, _mm256_set1_epi8(15));
     }
   }
-  if constexpr (kBits == 8) {
-    b = _mm256_permutevar8x32_epi32(b,
-                                    _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), b);
-  } else {
-    if constexpr (kSym) b = _mm256_add_epi8(b, _mm256_set1_epi8(8));
-    // Adjacent bytes (2k, 2k+1) -> one byte lo | hi << 4, as 16-bit words.
-    const __m256i n = _mm256_maddubs_epi16(b, _mm256_set1_epi16(0x1001));
-    const __m256i t = _mm256_packus_epi16(n, n);
-    // Low 8 bytes of each lane: 16-bit units of 4 elements, lane 0 holding
-    // 0-3, 8-11, 16-19, 24-27 and lane 1 the others: interleave them.
-    const __m128i out = _mm_unpacklo_epi16(_mm256_castsi256_si128(t),
-                                           _mm256_extracti128_si256(t, 1));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), out);
-  }
+  if constexpr (kBits == 4 && kSym) b = _mm256_add_epi8(b, _mm256_set1_epi8(8));
+  StorePackedCodes<kBits>(b, dst);
 }
 
 // Groups are handled in batches of 16: pass 1 for each, the parameters of
@@ -696,6 +707,409 @@ void QuantizeRowsT(const QuantizeArgs& a, int64_t row_begin, int64_t row_end,
 }
 
 // ---------------------------------------------------------------------------
+// GGML schemes (Q8_0, Q4_0, Q4_1; see common.h). Every group is one step of
+// 32 columns. Pass 1 takes integer maxima of the bit patterns, 16 groups per
+// batch as above: Q8_0 the magnitudes (ScanGroup, symmetric), Q4_0 and Q4_1
+// order-preserving keys for the min and max (ScanKeys). What the maxima lose
+// is recovered from the group's elements, which are in L1 by then, in the
+// rare groups that need it: Q4_0's sign of the first element of largest
+// magnitude when +a and -a both occur, and Q4_1's minimum when it is -0.0
+// (ggml keeps the first zero, which may be +0.0). The parameters of 8
+// groups are derived per vector with ggml's float operations (divisions and
+// 1/d are correctly rounded, VCVTPS2PH with imm8 = 0 is FloatToHalfBits),
+// pass 2 computes ggml's codes, and the codes go through the same packing as
+// nibble's schemes.
+
+// Q4_0, Q4_1: the order-preserving key of a float's bits is bits ^ 0x8000 (sign
+// clear) or ~bits (sign set), 16-bit shown, 32-bit alike: unsigned order of
+// the keys is the float order with -0.0 just below +0.0, and NaN/Inf at the
+// ends. The max of the keys gives the max and the max of ~key the min (-0.0
+// wins over +0.0 there; the caller resolves that case).
+template <DType kIn>
+NIBBLE_AVX2_INLINE void ScanKeys(const uint8_t* gp, __m256i* kmax,
+                                 __m256i* kminc) {
+  const __m256i ones = _mm256_set1_epi32(-1);
+  __m256i a[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+  __m256i b[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+  if constexpr (kIn == DType::kF32) {
+    const __m256i top = _mm256_set1_epi32(INT32_MIN);
+    for (int k = 0; k < 4; ++k) {
+      const __m256i v =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(gp + 32 * k));
+      const __m256i key =
+          _mm256_xor_si256(v, _mm256_or_si256(_mm256_srai_epi32(v, 31), top));
+      a[k & 1] = _mm256_max_epu32(a[k & 1], key);
+      b[k & 1] = _mm256_max_epu32(b[k & 1], _mm256_xor_si256(key, ones));
+    }
+    *kmax = _mm256_max_epu32(a[0], a[1]);
+    *kminc = _mm256_max_epu32(b[0], b[1]);
+  } else {
+    const __m256i top = _mm256_set1_epi16(static_cast<int16_t>(0x8000));
+    for (int k = 0; k < 2; ++k) {
+      const __m256i v =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(gp + 32 * k));
+      const __m256i key =
+          _mm256_xor_si256(v, _mm256_or_si256(_mm256_srai_epi16(v, 15), top));
+      a[k] = _mm256_max_epu16(a[k], key);
+      b[k] = _mm256_max_epu16(b[k], _mm256_xor_si256(key, ones));
+    }
+    *kmax = _mm256_max_epu16(a[0], a[1]);
+    *kminc = _mm256_max_epu16(b[0], b[1]);
+  }
+}
+
+// Keys (u32 lanes; 16-bit keys zero-extended) back to bit patterns.
+template <DType kIn>
+NIBBLE_AVX2_INLINE __m256i KeysToBits(__m256i key) {
+  if constexpr (kIn == DType::kF32) {
+    // Top bit clear: a negative float, all bits were flipped.
+    const __m256i negative =
+        _mm256_xor_si256(_mm256_srai_epi32(key, 31), _mm256_set1_epi32(-1));
+    const __m256i flip = _mm256_or_si256(
+        _mm256_set1_epi32(INT32_MIN),
+        _mm256_and_si256(negative, _mm256_set1_epi32(0x7fffffff)));
+    return _mm256_xor_si256(key, flip);
+  } else {
+    const __m256i negative =
+        _mm256_cmpeq_epi32(_mm256_and_si256(key, _mm256_set1_epi32(0x8000)),
+                           _mm256_setzero_si256());
+    const __m256i flip =
+        _mm256_or_si256(_mm256_set1_epi32(0x8000),
+                        _mm256_and_si256(negative, _mm256_set1_epi32(0x7fff)));
+    return _mm256_xor_si256(key, flip);
+  }
+}
+
+// Sign bit (0 or 1) of the first of the 32 elements at gp whose magnitude
+// bits equal `mag` (one exists).
+template <DType kIn>
+NIBBLE_AVX2_INLINE uint32_t FirstSignOfMagnitude(const uint8_t* gp,
+                                                 uint32_t mag) {
+  if constexpr (kIn == DType::kF32) {
+    const __m256i m = _mm256_set1_epi32(static_cast<int32_t>(mag));
+    const __m256i abs = _mm256_set1_epi32(0x7fffffff);
+    uint32_t hits = 0;
+    for (int k = 0; k < 4; ++k) {
+      const __m256i v =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(gp + 32 * k));
+      const __m256i eq = _mm256_cmpeq_epi32(_mm256_and_si256(v, abs), m);
+      hits |= static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(eq)))
+              << (8 * k);
+    }
+    uint32_t bits;
+    std::memcpy(&bits, gp + 4 * __builtin_ctz(hits), 4);
+    return bits >> 31;
+  } else {
+    const __m256i m = _mm256_set1_epi16(static_cast<int16_t>(mag));
+    const __m256i abs = _mm256_set1_epi16(0x7fff);
+    uint64_t hits = 0;
+    for (int k = 0; k < 2; ++k) {
+      const __m256i v =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(gp + 32 * k));
+      const __m256i eq = _mm256_cmpeq_epi16(_mm256_and_si256(v, abs), m);
+      hits |=
+          static_cast<uint64_t>(static_cast<uint32_t>(_mm256_movemask_epi8(eq)))
+          << (32 * k);
+    }
+    uint16_t bits;
+    std::memcpy(&bits, gp + 2 * (__builtin_ctzll(hits) / 2), 2);
+    return static_cast<uint32_t>(bits >> 15);
+  }
+}
+
+struct GgmlBatch {
+  // Bit patterns per group: Q8_0 the largest magnitude, Q4_0 the element of
+  // largest magnitude (signed), Q4_1 the max; lo: Q4_1's min.
+  alignas(32) uint32_t hi[kBatch];
+  alignas(32) uint32_t lo[kBatch];
+  alignas(32) float id[kBatch];
+  alignas(32) float lo_f[kBatch];
+  alignas(32) float scale[kBatch];
+  alignas(32) float offset[kBatch];
+  alignas(32) uint32_t d_bits[kBatch];
+  alignas(32) uint32_t m_bits[kBatch];
+};
+
+// DeriveGgmlQ8_0 / Q4_0 / Q4_1 on lanes [8h, 8h + 8) of bp; returns the
+// lanes whose scale or minimum overflows F16 as a bit mask.
+template <DType kIn, GgmlType kType>
+NIBBLE_AVX2_INLINE uint32_t DeriveGgml8(GgmlBatch* bp, int h) {
+  const __m256i hbits =
+      _mm256_load_si256(reinterpret_cast<const __m256i*>(bp->hi + 8 * h));
+  const __m256 hi = MagnitudesToFloat<kIn>(hbits);  // sign kept
+  __m256 lo = _mm256_setzero_ps();
+  __m256 d;
+  if constexpr (kType == GgmlType::kQ8_0) {
+    d = _mm256_div_ps(hi, _mm256_set1_ps(127.0f));
+  } else if constexpr (kType == GgmlType::kQ4_0) {
+    d = _mm256_div_ps(hi, _mm256_set1_ps(-8.0f));
+  } else {
+    lo = MagnitudesToFloat<kIn>(
+        _mm256_load_si256(reinterpret_cast<const __m256i*>(bp->lo + 8 * h)));
+    d = _mm256_div_ps(_mm256_sub_ps(hi, lo), _mm256_set1_ps(15.0f));
+  }
+  // `d ? 1.0f/d : 0.0f`
+  const __m256 nz = _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_NEQ_UQ);
+  const __m128i dh = _mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT);
+  const __m256i d_bits = _mm256_cvtepu16_epi32(dh);
+  const __m256i f16_max = _mm256_set1_epi32(0x7bff);
+  const __m256i mag16 = _mm256_set1_epi32(0x7fff);
+  __m256i overflow =
+      _mm256_cmpgt_epi32(_mm256_and_si256(d_bits, mag16), f16_max);
+  _mm256_store_ps(bp->id + 8 * h, InverseScale(d, nz));
+  _mm256_store_ps(bp->scale + 8 * h, _mm256_cvtph_ps(dh));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(bp->d_bits + 8 * h), d_bits);
+  _mm256_store_ps(bp->lo_f + 8 * h, lo);
+  if constexpr (kType == GgmlType::kQ4_1) {
+    const __m128i mh = _mm256_cvtps_ph(lo, _MM_FROUND_TO_NEAREST_INT);
+    const __m256i m_bits = _mm256_cvtepu16_epi32(mh);
+    overflow = _mm256_or_si256(
+        overflow, _mm256_cmpgt_epi32(_mm256_and_si256(m_bits, mag16), f16_max));
+    _mm256_store_ps(bp->offset + 8 * h, _mm256_cvtph_ps(mh));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(bp->m_bits + 8 * h), m_bits);
+  }
+  return static_cast<uint32_t>(
+      _mm256_movemask_ps(_mm256_castsi256_ps(overflow)));
+}
+
+struct GgmlVec {
+  __m256 id, lo, scale, offset;
+};
+
+// ggml's codes of 8 elements as int32 (common.h's GgmlCode*):
+//  Q8_0  roundf(x * id): t = trunc(v), plus sign(v) where |v - t| >= 0.5
+//        (v - t is exact); 0 where v is not finite (id = Inf), as the low
+//        byte of CVTTSS2SI's INT32_MIN is. |t| <= 127: the conversion is
+//        exact.
+//  Q4_0  clamp(trunc(x * id + 8.5), 0, 15); Q4_1 the same of
+//        (x - lo) * id + 0.5. CVTTPS2DQ is the truncation, INT32_MIN for a
+//        non-finite value; min then max is GgmlNibble.
+template <GgmlType kType>
+NIBBLE_AVX2_INLINE __m256i GgmlCodes8(__m256 x, const GgmlVec& vp) {
+  if constexpr (kType == GgmlType::kQ8_0) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 v = _mm256_mul_ps(x, vp.id);
+    __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256 frac = _mm256_andnot_ps(sign, _mm256_sub_ps(v, t));
+    const __m256 away = _mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+    t = _mm256_add_ps(
+        t, _mm256_and_ps(away, _mm256_or_ps(_mm256_set1_ps(1.0f),
+                                            _mm256_and_ps(v, sign))));
+    const __m256 finite = _mm256_cmp_ps(
+        _mm256_andnot_ps(sign, v),
+        _mm256_set1_ps(std::numeric_limits<float>::max()), _CMP_LE_OQ);
+    return _mm256_cvttps_epi32(_mm256_and_ps(t, finite));
+  } else {
+    const __m256 v =
+        kType == GgmlType::kQ4_0
+            ? _mm256_add_ps(_mm256_mul_ps(x, vp.id), _mm256_set1_ps(8.5f))
+            : _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(x, vp.lo), vp.id),
+                            _mm256_set1_ps(0.5f));
+    const __m256i t =
+        _mm256_min_epi32(_mm256_cvttps_epi32(v), _mm256_set1_epi32(15));
+    return _mm256_max_epi32(t, _mm256_setzero_si256());
+  }
+}
+
+// Quantizes one group (32 elements at p) and writes its 32 (Q8_0) or 16
+// (Q4_0, Q4_1) code bytes; metric lanes as in QuantizeStep.
+template <DType kIn, GgmlType kType, bool kMetrics>
+NIBBLE_AVX2_INLINE void QuantizeGgmlStep(const uint8_t* p, const GgmlVec& vp,
+                                         uint8_t* dst, Metrics* mt) {
+  constexpr size_t kVecBytes = 8 * InSize<kIn>();
+  __m256i c[4];
+  for (int k = 0; k < 4; ++k) {
+    const __m256 x = Load8<kIn>(p + k * kVecBytes);
+    c[k] = GgmlCodes8<kType>(x, vp);
+    if constexpr (kMetrics) {
+      // ggml's dequantization: q * d, (q - 8) * d, q * d + m.
+      const __m256i level = kType == GgmlType::kQ4_0
+                                ? _mm256_sub_epi32(c[k], _mm256_set1_epi32(8))
+                                : c[k];
+      __m256 w = _mm256_mul_ps(_mm256_cvtepi32_ps(level), vp.scale);
+      if constexpr (kType == GgmlType::kQ4_1) w = _mm256_add_ps(w, vp.offset);
+      const __m256 e = _mm256_sub_ps(w, x);
+      const int h = k & 1;
+      mt->e2[h] = _mm256_fmadd_ps(e, e, mt->e2[h]);
+      mt->x2[h] = _mm256_fmadd_ps(x, x, mt->x2[h]);
+      mt->xe[h] = _mm256_fmadd_ps(x, e, mt->xe[h]);
+      const __m256 a =
+          _mm256_and_ps(e, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
+      mt->mx = _mm256_max_ps(a, mt->mx);  // a > max ? a : max
+    }
+  }
+  const __m256i p01 = _mm256_packs_epi32(c[0], c[1]);
+  const __m256i p23 = _mm256_packs_epi32(c[2], c[3]);
+  if constexpr (kType == GgmlType::kQ8_0) {
+    StorePackedCodes<8>(_mm256_packs_epi16(p01, p23), dst);
+  } else {
+    StorePackedCodes<4>(_mm256_packus_epi16(p01, p23), dst);
+  }
+}
+
+static_assert(kStep == kGgmlBlock, "a GGML block is one step");
+
+template <DType kIn, GgmlType kType, bool kMetrics>
+void QuantizeGgmlRowsT(const QuantizeArgs& a, int64_t row_begin,
+                       int64_t row_end, RowOutcome* outcomes) {
+  constexpr size_t esize = InSize<kIn>();
+  constexpr bool kWide = kIn == DType::kF32;
+  constexpr uint32_t kSignBit = kWide ? 0x80000000u : 0x8000u;
+  constexpr int kCodeBytes = kType == GgmlType::kQ8_0 ? 32 : 16;
+  const int64_t groups = a.cols / kStep;
+  const __m256i finite_max =
+      _mm256_set1_epi32(static_cast<int32_t>(NonFiniteBits(kIn) - 1));
+  const __m256i mag_mask = _mm256_set1_epi32(kWide ? 0x7fffffff : 0x7fff);
+  const __m256i key_ones = _mm256_set1_epi32(kWide ? -1 : 0xffff);
+  alignas(32) uint8_t tail[kStep * 4];  // unused: groups are whole steps
+  __m256i hv[kBatch], nv[kBatch];
+  GgmlBatch bp;
+  GgmlVec vp{_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+             _mm256_setzero_ps()};
+  Metrics mt;
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    RowOutcome& o = outcomes[r - row_begin];
+    o = RowOutcome{0.0, 0.0, 0.0, 0.0f, kRowOk, -1};
+    const uint8_t* row = static_cast<const uint8_t*>(a.in) +
+                         static_cast<size_t>(r) * a.in_stride * esize;
+    uint8_t* codes = a.codes + r * a.codes_stride;
+    uint16_t* scales = static_cast<uint16_t*>(a.scales) + r * a.scales_stride;
+    uint16_t* offsets =
+        kType == GgmlType::kQ4_1
+            ? static_cast<uint16_t*>(a.offsets) + r * a.offsets_stride
+            : nullptr;
+    if constexpr (kMetrics) ResetMetrics(&mt);
+    for (int64_t g0 = 0; g0 < groups && o.status == kRowOk; g0 += kBatch) {
+      int nb = static_cast<int>(groups - g0 < kBatch ? groups - g0 : kBatch);
+      const uint8_t* bg = row + static_cast<size_t>(g0 * kStep) * esize;
+      for (int k = 0; k < nb; ++k) {
+        const uint8_t* gp = bg + static_cast<size_t>(k * kStep) * esize;
+        if constexpr (kType == GgmlType::kQ8_0) {
+          ScanGroup<kIn, true>(gp, 1, 0, tail, &hv[k], &nv[k]);
+        } else {
+          ScanKeys<kIn>(gp, &hv[k], &nv[k]);
+        }
+      }
+      const int padded = nb <= 8 ? 8 : 16;
+      for (int k = nb; k < padded; ++k) {
+        hv[k] = nv[k] = _mm256_setzero_si256();
+      }
+      uint32_t non_finite = 0, resolve = 0;
+      for (int h = 0; h < padded / 8; ++h) {
+        __m256i hi, lo = _mm256_setzero_si256(), mag;
+        if constexpr (kType == GgmlType::kQ8_0) {
+          hi = ReduceGroups8<kIn, true>(hv + 8 * h, nv + 8 * h).hi;
+          mag = hi;
+        } else {
+          // The max (hi) and the min (lo) of each group.
+          hi = KeysToBits<kIn>(kWide ? TreeMaxU32(hv + 8 * h)
+                                     : TreeMaxU16(hv + 8 * h));
+          lo = KeysToBits<kIn>(_mm256_xor_si256(
+              kWide ? TreeMaxU32(nv + 8 * h) : TreeMaxU16(nv + 8 * h),
+              key_ones));
+          const __m256i mh = _mm256_and_si256(hi, mag_mask);
+          const __m256i ml = _mm256_and_si256(lo, mag_mask);
+          mag = _mm256_max_epu32(mh, ml);
+          const __m256i zero = _mm256_setzero_si256();
+          __m256i fix;
+          if constexpr (kType == GgmlType::kQ4_0) {
+            // ggml's max is the element of largest magnitude: the max or
+            // the min, whichever is larger in magnitude; +0.0 when all are
+            // zero; the first of +a and -a when both occur (`fix`, from
+            // the elements below).
+            fix = _mm256_andnot_si256(
+                _mm256_or_si256(_mm256_cmpeq_epi32(hi, lo),
+                                _mm256_cmpeq_epi32(mag, zero)),
+                _mm256_cmpeq_epi32(mh, ml));
+            hi = _mm256_blendv_epi8(hi, lo, _mm256_cmpgt_epi32(ml, mh));
+            hi = _mm256_andnot_si256(_mm256_cmpeq_epi32(mag, zero), hi);
+          } else {
+            // A -0.0 minimum means no negative element: ggml's minimum is
+            // the first zero, which may be +0.0 (`fix`).
+            fix = _mm256_cmpeq_epi32(
+                lo, _mm256_set1_epi32(static_cast<int32_t>(kSignBit)));
+          }
+          resolve |= static_cast<uint32_t>(
+                         _mm256_movemask_ps(_mm256_castsi256_ps(fix)))
+                     << (8 * h);
+        }
+        // Those groups fail before deriving: keep NaN/Inf out of it (the
+        // padding lanes of the keys decode to NaN patterns and end up here).
+        const __m256i nf = _mm256_cmpgt_epi32(mag, finite_max);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(bp.hi + 8 * h),
+                           _mm256_andnot_si256(nf, hi));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(bp.lo + 8 * h),
+                           _mm256_andnot_si256(nf, lo));
+        non_finite |=
+            static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(nf)))
+            << (8 * h);
+      }
+      // Rare: Q4_0 groups holding +a and -a as largest magnitudes, Q4_1
+      // groups whose minimum is -0.0.
+      for (uint32_t left = resolve & ~non_finite & ((1u << nb) - 1u); left != 0;
+           left &= left - 1) {
+        const int k = __builtin_ctz(left);
+        const uint8_t* gp = bg + static_cast<size_t>(k * kStep) * esize;
+        if constexpr (kType == GgmlType::kQ4_0) {
+          const uint32_t amax = bp.hi[k] & ~kSignBit;
+          bp.hi[k] =
+              amax | (FirstSignOfMagnitude<kIn>(gp, amax) ? kSignBit : 0u);
+        } else if constexpr (kType == GgmlType::kQ4_1) {
+          if (!FirstSignOfMagnitude<kIn>(gp, 0)) bp.lo[k] = 0;
+        }
+      }
+      uint32_t bad = non_finite;
+      for (int h = 0; h < padded / 8; ++h) {
+        bad |= DeriveGgml8<kIn, kType>(&bp, h) << (8 * h);
+      }
+      bad &= (1u << nb) - 1u;
+      if (bad != 0) {
+        const int k = __builtin_ctz(bad);
+        const int64_t c0 = (g0 + k) * kStep;
+        if ((non_finite >> k) & 1u) {
+          o.status = kRowNonFinite;
+          o.bad_col = FindNonFinite(row, kIn, c0, c0 + kStep);
+        } else {
+          o.status = kRowScaleOverflow;
+          o.bad_col = c0;
+        }
+        nb = k;
+      }
+      for (int k = 0; k < nb; ++k) {
+        scales[g0 + k] = static_cast<uint16_t>(bp.d_bits[k]);
+        if constexpr (kType == GgmlType::kQ4_1)
+          offsets[g0 + k] = static_cast<uint16_t>(bp.m_bits[k]);
+      }
+      // Pass 2.
+      for (int k = 0; k < nb; ++k) {
+        const int64_t c0 = (g0 + k) * kStep;
+        vp.id = _mm256_set1_ps(bp.id[k]);
+        vp.lo = _mm256_set1_ps(bp.lo_f[k]);
+        if constexpr (kMetrics) {
+          vp.scale = _mm256_set1_ps(bp.scale[k]);
+          if constexpr (kType == GgmlType::kQ4_1)
+            vp.offset = _mm256_set1_ps(bp.offset[k]);
+        }
+        QuantizeGgmlStep<kIn, kType, kMetrics>(
+            bg + static_cast<size_t>(k * kStep) * esize, vp,
+            codes + (g0 + k) * kCodeBytes, &mt);
+        if constexpr (kMetrics) {
+          if (((c0 + kStep) & (kFlushCols - 1)) == 0) FlushMetrics(&mt);
+        }
+      }
+    }
+    if (o.status != kRowOk) continue;
+    if constexpr (kMetrics) {
+      FlushMetrics(&mt);
+      o.sum_sq_error = SumLanes(mt.de2);
+      o.sum_sq_ref = SumLanes(mt.dx2);
+      o.sum_ref_error = SumLanes(mt.dxe);
+      o.max_abs_error = HMaxPs(mt.mx);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Dequantize.
 
 // 32 codes at p as int32 (code - offset), offset = 8 for symmetric INT4, the
@@ -742,15 +1156,18 @@ NIBBLE_AVX2_INLINE __m256i FloatToBf16x8(__m256 w) {
   return _mm256_blendv_epi8(rounded, quiet, nan);
 }
 
-template <DType kOut, int kBits, bool kSym>
+// kAdd (Q4_1): w = level * scale + add, two roundings.
+template <DType kOut, int kBits, bool kSym, bool kAdd = false>
 NIBBLE_AVX2_INLINE void DequantizeStep(const uint8_t* p, __m256i offset,
                                        __m256 scale, __m256 mf, __m256 neg_mf,
-                                       uint8_t* dst) {
+                                       uint8_t* dst,
+                                       __m256 add = _mm256_setzero_ps()) {
   __m256i v[4];
   LoadCodes<kBits, kSym>(p, offset, v);
   __m256 w[4];
   for (int k = 0; k < 4; ++k) {
     w[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(v[k]), scale);
+    if constexpr (kAdd) w[k] = _mm256_add_ps(w[k], add);
     w[k] = _mm256_min_ps(mf, w[k]);      // w > mf ? mf : w
     w[k] = _mm256_max_ps(neg_mf, w[k]);  // w < -mf ? -mf : w
   }
@@ -818,6 +1235,33 @@ void DequantizeRowsT(const DequantizeArgs& a, int64_t row_begin,
   }
 }
 
+// Q4_1: code * d + m (scalar.cc's DequantizeQ4_1RowsT); one step per group.
+template <DType kOut>
+void DequantizeQ4_1RowsT(const DequantizeArgs& a, int64_t row_begin,
+                         int64_t row_end) {
+  constexpr size_t osize = kOut == DType::kF32 ? 4 : 2;
+  const int64_t groups = a.cols / kStep;
+  const __m256 mf = _mm256_set1_ps(MaxFinite(kOut));
+  const __m256 neg_mf = _mm256_set1_ps(-MaxFinite(kOut));
+  const __m256i zero = _mm256_setzero_si256();
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint8_t* codes = a.codes + r * a.codes_stride;
+    const uint16_t* scales =
+        static_cast<const uint16_t*>(a.scales) + r * a.scales_stride;
+    const uint16_t* offsets =
+        static_cast<const uint16_t*>(a.offsets) + r * a.offsets_stride;
+    uint8_t* out = static_cast<uint8_t*>(a.out) +
+                   static_cast<size_t>(r) * a.out_stride * osize;
+    for (int64_t g = 0; g < groups; ++g) {
+      DequantizeStep<kOut, 4, false, true>(
+          codes + g * (kStep / 2), zero,
+          _mm256_set1_ps(HalfBitsToFloat(scales[g])), mf, neg_mf,
+          out + static_cast<size_t>(g * kStep) * osize,
+          _mm256_set1_ps(HalfBitsToFloat(offsets[g])));
+    }
+  }
+}
+
 // The kernels of this path, for the dispatch templates of instantiate.h.
 struct Kernels {
   template <DType kIn, int kBits, bool kSym, bool kMetrics>
@@ -828,6 +1272,15 @@ struct Kernels {
   template <DType kOut, int kBits, bool kSym>
   static void Dequantize(const DequantizeArgs& a, int64_t r0, int64_t r1) {
     DequantizeRowsT<kOut, kBits, kSym>(a, r0, r1);
+  }
+  template <DType kIn, GgmlType kType, bool kMetrics>
+  static void QuantizeGgml(const QuantizeArgs& a, int64_t r0, int64_t r1,
+                           RowOutcome* o) {
+    QuantizeGgmlRowsT<kIn, kType, kMetrics>(a, r0, r1, o);
+  }
+  template <DType kOut>
+  static void DequantizeQ4_1(const DequantizeArgs& a, int64_t r0, int64_t r1) {
+    DequantizeQ4_1RowsT<kOut>(a, r0, r1);
   }
 };
 

@@ -20,7 +20,9 @@
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 
+#include <climits>
 #include <cstdint>
+#include <limits>
 
 #include "dispatch.h"
 #include "kernels/common.h"
@@ -739,6 +741,346 @@ void QuantizeRowsT(const QuantizeArgs& a, int64_t row_begin, int64_t row_end,
 }
 
 // ---------------------------------------------------------------------------
+// GGML schemes (Q8_0, Q4_0, Q4_1; see common.h), the AVX2 path's design in
+// zmm registers: every group is 32 columns (two vectors of 16 floats); pass 1
+// takes integer maxima of the bit patterns for 16 groups (ScanBatch's
+// magnitudes for Q8_0, order-preserving keys for the min and max of Q4_0 and
+// Q4_1), the elements fix what maxima lose in the rare groups that need it
+// (Q4_0's sign of the first element of largest magnitude when +a and -a both
+// occur, a Q4_1 minimum of -0.0 whose first zero is +0.0), the
+// parameters of the 16 groups are derived per vector with ggml's float
+// operations, and pass 2 computes ggml's codes.
+
+// Q4_0 / Q4_1 keys: bits ^ 0x8000 (sign clear) or ~bits (sign set), 16-bit
+// shown, 32-bit alike; their unsigned order is the float order with -0.0 just
+// below +0.0. kmax: lane maxima of the keys, kminc: of the complemented keys.
+template <DType kIn>
+inline void ScanGroupKeys(const void* row, int64_t c0, __m512i* kmax,
+                          __m512i* kminc) {
+  const __m512i ones = _mm512_set1_epi32(-1);
+  if constexpr (kIn == DType::kF32) {
+    const uint32_t* p = static_cast<const uint32_t*>(row) + c0;
+    const __m512i top = _mm512_set1_epi32(INT32_MIN);
+    const __m512i v0 = _mm512_loadu_si512(p);
+    const __m512i v1 = _mm512_loadu_si512(p + 16);
+    const __m512i k0 =
+        _mm512_xor_si512(v0, _mm512_or_si512(_mm512_srai_epi32(v0, 31), top));
+    const __m512i k1 =
+        _mm512_xor_si512(v1, _mm512_or_si512(_mm512_srai_epi32(v1, 31), top));
+    *kmax = _mm512_max_epu32(k0, k1);
+    *kminc = _mm512_max_epu32(_mm512_xor_si512(k0, ones),
+                              _mm512_xor_si512(k1, ones));
+  } else {
+    const uint16_t* p = static_cast<const uint16_t*>(row) + c0;
+    const __m512i top = _mm512_set1_epi16(static_cast<int16_t>(0x8000));
+    const __m512i v = _mm512_loadu_si512(p);
+    const __m512i k =
+        _mm512_xor_si512(v, _mm512_or_si512(_mm512_srai_epi16(v, 15), top));
+    *kmax = k;
+    *kminc = _mm512_xor_si512(k, ones);
+  }
+}
+
+// Keys (u32 lanes; 16-bit keys zero-extended) back to bit patterns.
+template <DType kIn>
+inline __m512i KeysToBits(__m512i key) {
+  constexpr bool kWide = kIn == DType::kF32;
+  const __m512i top = _mm512_set1_epi32(kWide ? INT32_MIN : 0x8000);
+  const __m512i all = _mm512_set1_epi32(kWide ? -1 : 0xffff);
+  // Top bit clear: a negative float, all of its bits were flipped.
+  const __mmask16 negative = _mm512_cmplt_epu32_mask(key, top);
+  return _mm512_xor_si512(key, _mm512_mask_blend_epi32(negative, top, all));
+}
+
+// Sign bit (0 or 1) of the first of the 32 elements at column c0 whose
+// magnitude bits equal `mag` (one exists).
+template <DType kIn>
+inline uint32_t FirstSignOfMagnitude(const void* row, int64_t c0,
+                                     uint32_t mag) {
+  if constexpr (kIn == DType::kF32) {
+    const uint32_t* p = static_cast<const uint32_t*>(row) + c0;
+    const __m512i m = _mm512_set1_epi32(static_cast<int32_t>(mag));
+    const __m512i abs = _mm512_set1_epi32(0x7fffffff);
+    const uint32_t hits =
+        static_cast<uint32_t>(_mm512_cmpeq_epi32_mask(
+            _mm512_and_si512(_mm512_loadu_si512(p), abs), m)) |
+        (static_cast<uint32_t>(_mm512_cmpeq_epi32_mask(
+             _mm512_and_si512(_mm512_loadu_si512(p + 16), abs), m))
+         << 16);
+    return p[__builtin_ctz(hits)] >> 31;
+  } else {
+    const uint16_t* p = static_cast<const uint16_t*>(row) + c0;
+    const __m512i m = _mm512_set1_epi16(static_cast<int16_t>(mag));
+    const __m512i abs = _mm512_set1_epi16(0x7fff);
+    const uint32_t hits = static_cast<uint32_t>(_mm512_cmpeq_epi16_mask(
+        _mm512_and_si512(_mm512_loadu_si512(p), abs), m));
+    return static_cast<uint32_t>(p[__builtin_ctz(hits)] >> 15);
+  }
+}
+
+struct GgmlBatch {
+  // Bit patterns per group: Q8_0 the largest magnitude, Q4_0 the element of
+  // largest magnitude (signed), Q4_1 the max; lo: Q4_1's min.
+  alignas(64) uint32_t hi[kBatchGroups];
+  alignas(64) uint32_t lo[kBatchGroups];
+  alignas(64) float id[kBatchGroups];
+  alignas(64) float lo_f[kBatchGroups];
+  alignas(64) float scale[kBatchGroups];
+  alignas(64) float offset[kBatchGroups];
+  alignas(64) uint32_t d_bits[kBatchGroups];
+  alignas(64) uint32_t m_bits[kBatchGroups];
+};
+
+// DeriveGgmlQ8_0 / Q4_0 / Q4_1 on the 16 lanes of bp; returns the lanes
+// whose scale or minimum overflows F16.
+template <DType kIn, GgmlType kType>
+inline __mmask16 DeriveGgmlX16(GgmlBatch* bp) {
+  const __m512 hi = MagnitudesToFloat<kIn>(_mm512_load_si512(bp->hi));
+  __m512 lo = _mm512_setzero_ps();
+  __m512 d;
+  if constexpr (kType == GgmlType::kQ8_0) {
+    d = _mm512_div_ps(hi, _mm512_set1_ps(127.0f));
+  } else if constexpr (kType == GgmlType::kQ4_0) {
+    d = _mm512_div_ps(hi, _mm512_set1_ps(-8.0f));
+  } else {
+    lo = MagnitudesToFloat<kIn>(_mm512_load_si512(bp->lo));
+    d = _mm512_div_ps(_mm512_sub_ps(hi, lo), _mm512_set1_ps(15.0f));
+  }
+  // `d ? 1.0f/d : 0.0f`
+  const __mmask16 nz = _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+  constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  const __m256i dh = _mm512_cvtps_ph(d, kNearest);
+  const __m512i d_bits = _mm512_cvtepu16_epi32(dh);
+  const __m512i mag16 = _mm512_set1_epi32(0x7fff);
+  const __m512i f16_max = _mm512_set1_epi32(0x7bff);
+  __mmask16 overflow =
+      _mm512_cmpgt_epu32_mask(_mm512_and_si512(d_bits, mag16), f16_max);
+  _mm512_store_ps(bp->id, _mm512_maskz_div_ps(nz, _mm512_set1_ps(1.0f), d));
+  _mm512_store_ps(bp->scale, _mm512_cvtph_ps(dh));
+  _mm512_store_si512(bp->d_bits, d_bits);
+  _mm512_store_ps(bp->lo_f, lo);
+  if constexpr (kType == GgmlType::kQ4_1) {
+    const __m256i mh = _mm512_cvtps_ph(lo, kNearest);
+    const __m512i m_bits = _mm512_cvtepu16_epi32(mh);
+    overflow = static_cast<__mmask16>(
+        overflow |
+        _mm512_cmpgt_epu32_mask(_mm512_and_si512(m_bits, mag16), f16_max));
+    _mm512_store_ps(bp->offset, _mm512_cvtph_ps(mh));
+    _mm512_store_si512(bp->m_bits, m_bits);
+  }
+  return overflow;
+}
+
+struct GgmlVec {
+  __m512 id, lo, scale, offset;
+};
+
+// ggml's codes of 16 elements as int32 (common.h's GgmlCode*), as in avx2.cc:
+//  Q8_0  roundf(x * id) = trunc(v) plus sign(v) where |v - trunc(v)| >= 0.5
+//        (exact), 0 where v is not finite.
+//  Q4_0  clamp(trunc(x * id + 8.5), 0, 15); Q4_1 the same of
+//        (x - lo) * id + 0.5 (VCVTTPS2DQ gives INT32_MIN when not finite).
+template <GgmlType kType>
+inline __m512i GgmlCodesX16(__m512 x, const GgmlVec& p) {
+  if constexpr (kType == GgmlType::kQ8_0) {
+    const __m512 v = _mm512_mul_ps(x, p.id);
+    __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __mmask16 away = _mm512_cmp_ps_mask(
+        _mm512_abs_ps(_mm512_sub_ps(v, t)), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+    const __m512 one = _mm512_or_ps(_mm512_set1_ps(1.0f),
+                                    _mm512_and_ps(v, _mm512_set1_ps(-0.0f)));
+    t = _mm512_mask_add_ps(t, away, t, one);
+    const __mmask16 finite = _mm512_cmp_ps_mask(
+        _mm512_abs_ps(v), _mm512_set1_ps(std::numeric_limits<float>::max()),
+        _CMP_LE_OQ);
+    return _mm512_cvttps_epi32(_mm512_maskz_mov_ps(finite, t));
+  } else {
+    const __m512 v =
+        kType == GgmlType::kQ4_0
+            ? _mm512_add_ps(_mm512_mul_ps(x, p.id), _mm512_set1_ps(8.5f))
+            : _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(x, p.lo), p.id),
+                            _mm512_set1_ps(0.5f));
+    const __m512i t =
+        _mm512_min_epi32(_mm512_cvttps_epi32(v), _mm512_set1_epi32(15));
+    return _mm512_max_epi32(t, _mm512_setzero_si512());
+  }
+}
+
+// One group: columns [c0, c0 + 32), 32 (Q8_0) or 16 (Q4_0, Q4_1) code bytes.
+template <DType kIn, GgmlType kType, bool kMetrics>
+inline void QuantizeGgmlGroup(const void* row, int64_t c0, uint8_t* codes,
+                              const GgmlVec& p, MetricLanes& m) {
+  __m512 x[2];
+  __m512i c[2];
+  for (int v = 0; v < 2; ++v) {
+    x[v] = LoadX<kIn, false>(row, c0 + 16 * v, 16);
+    c[v] = GgmlCodesX16<kType>(x[v], p);
+  }
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i ab = _mm512_packs_epi32(c[0], c[1]);
+  __m512i bytes = kType == GgmlType::kQ8_0 ? _mm512_packs_epi16(ab, zero)
+                                           : _mm512_packus_epi16(ab, zero);
+  bytes = _mm512_permutexvar_epi32(PackOrder(), bytes);
+  if constexpr (kType == GgmlType::kQ8_0) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + c0),
+                        _mm512_castsi512_si256(bytes));
+  } else {
+    // Byte k = code(2k) + 16 * code(2k+1), codes 0..15.
+    const __m512i pairs =
+        _mm512_maddubs_epi16(bytes, _mm512_set1_epi16(0x1001));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + (c0 >> 1)),
+                     _mm256_cvtepi16_epi8(_mm512_castsi512_si256(pairs)));
+  }
+  if constexpr (kMetrics) {
+    for (int v = 0; v < 2; ++v) {
+      // ggml's dequantization: q * d, (q - 8) * d, q * d + m.
+      const __m512i level = kType == GgmlType::kQ4_0
+                                ? _mm512_sub_epi32(c[v], _mm512_set1_epi32(8))
+                                : c[v];
+      __m512 w = _mm512_mul_ps(_mm512_cvtepi32_ps(level), p.scale);
+      if constexpr (kType == GgmlType::kQ4_1) w = _mm512_add_ps(w, p.offset);
+      m.Add(x[v], w);
+    }
+  }
+}
+
+template <DType kIn, GgmlType kType, bool kMetrics>
+void QuantizeGgmlRowsT(const QuantizeArgs& a, int64_t row_begin,
+                       int64_t row_end, RowOutcome* outcomes) {
+  constexpr bool kWide = kIn == DType::kF32;
+  constexpr uint32_t kSignBit = kWide ? 0x80000000u : 0x8000u;
+  const int64_t groups = a.cols / kGgmlBlock;
+  const size_t esize = kWide ? 4 : 2;
+  const __m512i non_finite_bits =
+      _mm512_set1_epi32(static_cast<int32_t>(NonFiniteBits(kIn)));
+  const __m512i mag_mask = _mm512_set1_epi32(kWide ? 0x7fffffff : 0x7fff);
+  const __m512i key_ones = _mm512_set1_epi32(kWide ? -1 : 0xffff);
+  GgmlBatch bp;
+  GgmlVec p{_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+            _mm512_setzero_ps()};
+  MetricLanes m;
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    RowOutcome& o = outcomes[r - row_begin];
+    o = RowOutcome{0.0, 0.0, 0.0, 0.0f, kRowOk, -1};
+    const void* row = static_cast<const uint8_t*>(a.in) +
+                      static_cast<size_t>(r) * a.in_stride * esize;
+    uint8_t* codes = a.codes + r * a.codes_stride;
+    uint16_t* scales = static_cast<uint16_t*>(a.scales) + r * a.scales_stride;
+    uint16_t* offsets =
+        kType == GgmlType::kQ4_1
+            ? static_cast<uint16_t*>(a.offsets) + r * a.offsets_stride
+            : nullptr;
+    if (kMetrics) m.Reset();
+    for (int64_t g0 = 0; g0 < groups && o.status == kRowOk;
+         g0 += kBatchGroups) {
+      int nb = static_cast<int>(groups - g0 < kBatchGroups ? groups - g0
+                                                           : kBatchGroups);
+      const int64_t b0 = g0 * kGgmlBlock;
+      __m512i hi, lo = _mm512_setzero_si512(), mag;
+      __mmask16 resolve = 0;
+      if constexpr (kType == GgmlType::kQ8_0) {
+        hi = ScanBatch<kIn, true>(row, b0, kGgmlBlock, nb).hi;
+        mag = hi;
+      } else {
+        // The max (hi) and the min (lo) of each group.
+        __m512i hv[kBatchGroups], nv[kBatchGroups];
+        for (int k = 0; k < nb; ++k)
+          ScanGroupKeys<kIn>(row, b0 + k * kGgmlBlock, &hv[k], &nv[k]);
+        for (int k = nb; k < kBatchGroups; ++k)
+          hv[k] = nv[k] = _mm512_setzero_si512();
+        hi = KeysToBits<kIn>(kWide ? TreeMaxU32(hv) : TreeMaxU16(hv));
+        lo = KeysToBits<kIn>(_mm512_xor_si512(
+            kWide ? TreeMaxU32(nv) : TreeMaxU16(nv), key_ones));
+        const __m512i mh = _mm512_and_si512(hi, mag_mask);
+        const __m512i ml = _mm512_and_si512(lo, mag_mask);
+        mag = _mm512_max_epu32(mh, ml);
+        const __mmask16 nonzero = _mm512_test_epi32_mask(mag, mag);
+        if constexpr (kType == GgmlType::kQ4_0) {
+          // ggml's max is the element of largest magnitude: the max or the
+          // min, whichever is larger in magnitude; +0.0 when all are zero;
+          // the first of +a and -a when both occur (`resolve`, from the
+          // elements below).
+          resolve = static_cast<__mmask16>(_mm512_cmpeq_epu32_mask(mh, ml) &
+                                           _mm512_cmpneq_epu32_mask(hi, lo) &
+                                           nonzero);
+          hi = _mm512_mask_blend_epi32(_mm512_cmpgt_epu32_mask(ml, mh), hi, lo);
+          hi = _mm512_maskz_mov_epi32(nonzero, hi);
+        } else {
+          // A -0.0 minimum means no negative element: ggml's minimum is the
+          // first zero, which may be +0.0 (`resolve`).
+          resolve = _mm512_cmpeq_epu32_mask(
+              lo, _mm512_set1_epi32(static_cast<int32_t>(kSignBit)));
+        }
+      }
+      // Those groups fail before deriving: keep NaN/Inf out of it (the
+      // padding lanes of the keys decode to NaN patterns and end up here).
+      const __mmask16 non_finite =
+          _mm512_cmpge_epu32_mask(mag, non_finite_bits);
+      _mm512_store_si512(bp.hi, _mm512_maskz_mov_epi32(
+                                    static_cast<__mmask16>(~non_finite), hi));
+      _mm512_store_si512(bp.lo, _mm512_maskz_mov_epi32(
+                                    static_cast<__mmask16>(~non_finite), lo));
+      // Rare: Q4_0 groups holding +a and -a as largest magnitudes, Q4_1
+      // groups whose minimum is -0.0.
+      for (uint32_t left = static_cast<uint32_t>(resolve & ~non_finite) &
+                           static_cast<uint32_t>(Mask16(nb));
+           left != 0; left &= left - 1) {
+        const int k = __builtin_ctz(left);
+        const int64_t c0 = b0 + k * kGgmlBlock;
+        if constexpr (kType == GgmlType::kQ4_0) {
+          const uint32_t amax = bp.hi[k] & ~kSignBit;
+          bp.hi[k] =
+              amax | (FirstSignOfMagnitude<kIn>(row, c0, amax) ? kSignBit : 0u);
+        } else if constexpr (kType == GgmlType::kQ4_1) {
+          if (!FirstSignOfMagnitude<kIn>(row, c0, 0)) bp.lo[k] = 0;
+        }
+      }
+      const uint32_t bad =
+          static_cast<uint32_t>(non_finite | DeriveGgmlX16<kIn, kType>(&bp)) &
+          Mask16(nb);
+      if (bad != 0) {
+        const int k = __builtin_ctz(bad);
+        const int64_t c0 = b0 + k * kGgmlBlock;
+        if ((non_finite >> k) & 1u) {
+          o.status = kRowNonFinite;
+          o.bad_col = FindNonFinite(row, kIn, c0, c0 + kGgmlBlock);
+        } else {
+          o.status = kRowScaleOverflow;
+          o.bad_col = c0;
+        }
+        nb = k;
+      }
+      for (int k = 0; k < nb; ++k) {
+        scales[g0 + k] = static_cast<uint16_t>(bp.d_bits[k]);
+        if constexpr (kType == GgmlType::kQ4_1)
+          offsets[g0 + k] = static_cast<uint16_t>(bp.m_bits[k]);
+      }
+      for (int k = 0; k < nb; ++k) {
+        const int64_t c0 = b0 + k * kGgmlBlock;
+        p.id = _mm512_set1_ps(bp.id[k]);
+        p.lo = _mm512_set1_ps(bp.lo_f[k]);
+        if constexpr (kMetrics) {
+          p.scale = _mm512_set1_ps(bp.scale[k]);
+          if constexpr (kType == GgmlType::kQ4_1)
+            p.offset = _mm512_set1_ps(bp.offset[k]);
+        }
+        QuantizeGgmlGroup<kIn, kType, kMetrics>(row, c0, codes, p, m);
+        if constexpr (kMetrics) {
+          if (((c0 + kGgmlBlock) & (kFlushCols - 1)) == 0) m.Flush();
+        }
+      }
+    }
+    if (kMetrics && o.status == kRowOk) {
+      m.Flush();
+      o.sum_sq_error = SumDoubleLanes(m.de2);
+      o.sum_sq_ref = SumDoubleLanes(m.dx2);
+      o.sum_ref_error = SumDoubleLanes(m.dxe);
+      o.max_abs_error = ReduceMaxPs(m.max_abs);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Dequantize.
 
 // The integer levels (code - zero point) of the 16 elements at column j (a
@@ -872,6 +1214,38 @@ void DequantizeRowsT(const DequantizeArgs& a, int64_t row_begin,
   }
 }
 
+// Q4_1: code * d + m (scalar.cc's DequantizeQ4_1RowsT), two vectors per
+// group.
+template <DType kOut>
+void DequantizeQ4_1RowsT(const DequantizeArgs& a, int64_t row_begin,
+                         int64_t row_end) {
+  const int64_t groups = a.cols / kGgmlBlock;
+  const __m512 mf = _mm512_set1_ps(MaxFinite(kOut));
+  const __m512 nmf = _mm512_set1_ps(-MaxFinite(kOut));
+  const size_t osize = kOut == DType::kF32 ? 4 : 2;
+  const __m512i zero = _mm512_setzero_si512();
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint8_t* codes = a.codes + r * a.codes_stride;
+    const uint16_t* scales =
+        static_cast<const uint16_t*>(a.scales) + r * a.scales_stride;
+    const uint16_t* offsets =
+        static_cast<const uint16_t*>(a.offsets) + r * a.offsets_stride;
+    void* out = static_cast<uint8_t*>(a.out) +
+                static_cast<size_t>(r) * a.out_stride * osize;
+    for (int64_t g = 0; g < groups; ++g) {
+      const __m512 s = _mm512_set1_ps(HalfBitsToFloat(scales[g]));
+      const __m512 add = _mm512_set1_ps(HalfBitsToFloat(offsets[g]));
+      for (int64_t j = g * kGgmlBlock; j < (g + 1) * kGgmlBlock; j += 16) {
+        const __m512i l = LevelsVec<4, false, false>(codes, j, 16, zero);
+        __m512 w = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(l), s), add);
+        w = _mm512_min_ps(mf, w);
+        w = _mm512_max_ps(nmf, w);
+        StoreOut<kOut, false>(out, j, 16, w);
+      }
+    }
+  }
+}
+
 // BF16 output with VCVTNEPS2BF16. Measured on this machine (Zen 4) over all
 // 2^32 float inputs against FloatToBf16Bits: identical for every NaN, zero,
 // normal and infinite input (near-overflow values included); different for
@@ -939,6 +1313,15 @@ struct Kernels {
   static void Dequantize(const DequantizeArgs& a, int64_t r0, int64_t r1) {
     DequantizeRowsT<kOut, kBits, kSym>(a, r0, r1);
   }
+  template <DType kIn, GgmlType kType, bool kMetrics>
+  static void QuantizeGgml(const QuantizeArgs& a, int64_t r0, int64_t r1,
+                           RowOutcome* o) {
+    QuantizeGgmlRowsT<kIn, kType, kMetrics>(a, r0, r1, o);
+  }
+  template <DType kOut>
+  static void DequantizeQ4_1(const DequantizeArgs& a, int64_t r0, int64_t r1) {
+    DequantizeQ4_1RowsT<kOut>(a, r0, r1);
+  }
 };
 
 void QuantizeRows(const QuantizeArgs& a, int64_t r0, int64_t r1,
@@ -947,7 +1330,9 @@ void QuantizeRows(const QuantizeArgs& a, int64_t r0, int64_t r1,
 }
 
 void DequantizeRowsBf16(const DequantizeArgs& a, int64_t r0, int64_t r1) {
-  if (!CpuHasAvx512Bf16()) {
+  // Q4_1's q * d + m is subnormal whenever the sum is, not only for a
+  // subnormal scale: it always takes the integer rounding.
+  if (!CpuHasAvx512Bf16() || a.ggml == GgmlType::kQ4_1) {
     DequantizeForScheme<Kernels, DType::kBF16>(a, r0, r1);
   } else if (a.bits == 8) {
     a.symmetric ? DequantizeRowsBf16Native<8, true>(a, r0, r1)

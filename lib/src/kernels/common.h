@@ -7,6 +7,7 @@
 #ifndef NIBBLE_KERNELS_COMMON_H_
 #define NIBBLE_KERNELS_COMMON_H_
 
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -246,6 +247,93 @@ static inline double SumLanes(const double* lanes) {
 static inline int QMax(int bits, bool symmetric) {
   if (bits == 8) return symmetric ? 127 : 255;
   return symmetric ? 7 : 15;
+}
+
+// ---------------------------------------------------------------------------
+// GGML schemes (Q8_0, Q4_0, Q4_1; see nibble/scheme.h): ggml's reference
+// quantizers, operation for operation, in float32. The scalar path calls
+// these per group and per element; the SIMD paths derive 8 or 16 groups per
+// vector with the same correctly rounded IEEE operations (division, 1/d,
+// F16 conversion by nearest even) and compute the codes with the instruction
+// sequences documented next to them, which give these functions' results.
+
+constexpr int64_t kGgmlBlock = 32;
+
+struct GgmlParams {
+  float id;         // 1 / d in float, 0 when d is 0: multiplies x (x - lo)
+  float lo;         // Q4_1: the block minimum, unrounded (0 otherwise)
+  float scale;      // FP16(d) as float: what dequantization multiplies by
+  float offset;     // Q4_1: FP16(lo) as float, what dequantization adds
+  uint16_t d_bits;  // stored scale
+  uint16_t m_bits;  // stored offset (Q4_1; 0 otherwise)
+};
+
+// From ggml's float d (and Q4_1's lo). False when FP16(d) or FP16(lo) is
+// +-Inf (ggml would store it; nibble reports kScaleOverflow).
+static inline bool FinishGgmlParams(float d, float lo, bool has_offset,
+                                    GgmlParams* p) {
+  p->id = d != 0.0f ? 1.0f / d : 0.0f;  // ggml: `d ? 1.0f/d : 0.0f`
+  p->lo = lo;
+  p->d_bits = FloatToHalfBits(d);
+  p->m_bits = has_offset ? FloatToHalfBits(lo) : 0;
+  p->scale = HalfBitsToFloat(p->d_bits);
+  p->offset = HalfBitsToFloat(p->m_bits);
+  return (p->d_bits & 0x7fffu) < 0x7c00u && (p->m_bits & 0x7fffu) < 0x7c00u;
+}
+
+// Q8_0: amax = max |x| over the block; ggml's `amax / ((1 << 7) - 1)`.
+static inline bool DeriveGgmlQ8_0(float amax, GgmlParams* p) {
+  return FinishGgmlParams(amax / 127.0f, 0.0f, false, p);
+}
+// Q4_0: max = the element of largest |x| (first on ties, +0.0 if all are
+// zero); ggml's `max / -8`.
+static inline bool DeriveGgmlQ4_0(float max, GgmlParams* p) {
+  return FinishGgmlParams(max / -8.0f, 0.0f, false, p);
+}
+// Q4_1: lo, hi = min and max of the block; ggml's
+// `(max - min) / ((1 << 4) - 1)` (hi - lo may overflow to Inf: F32 input
+// only, and then FP16(d) overflows too).
+static inline bool DeriveGgmlQ4_1(float lo, float hi, GgmlParams* p) {
+  return FinishGgmlParams((hi - lo) / 15.0f, lo, true, p);
+}
+
+// CVTTSS2SI / CVTTPS2DQ: truncation toward zero; NaN and values outside the
+// int32 range give INT32_MIN (the "integer indefinite"). ggml's
+// `(int8_t)(float)` compiles to this and keeps the low byte.
+static inline int32_t TruncToInt32(float v) {
+  if (!(v >= -2147483648.0f && v < 2147483648.0f)) return INT32_MIN;
+  return static_cast<int32_t>(v);
+}
+
+// ggml's `MIN(15, (int8_t)v)` for the values Q4_0 / Q4_1 produce: v is in
+// [0.5, 16.5] (|x * id| <= 8 up to a few ulps; (x - lo) * id in [0, 15]) or
+// not finite (id = Inf, from a d below 2^-128), whose low byte is 0. Written
+// as clamp(trunc(v), 0, 15), which is that on this domain and exactly what
+// the SIMD paths compute (min then max on CVTTPS2DQ's int32).
+static inline int GgmlNibble(float v) {
+  int32_t t = TruncToInt32(v);
+  t = t < 15 ? t : 15;
+  return t > 0 ? t : 0;
+}
+
+// Q8_0 code: roundf(x * id) (half away from zero), as an int8 value. x * id
+// is within 127 * (1 + 2^-20) in magnitude, or not finite when id = Inf
+// (code 0, the low byte of INT32_MIN).
+static inline int GgmlCodeQ8_0(float x, float id) {
+  const float v = x * id;
+  if (!(std::fabs(v) <= std::numeric_limits<float>::max())) return 0;
+  return static_cast<int>(std::roundf(v));
+}
+
+// Q4_0 code (nibble 0..15, level code - 8): x * id + 8.5f, two roundings
+// (lib/ is built with -ffp-contract=off, and gguf-py's numpy never fuses).
+static inline int GgmlCodeQ4_0(float x, float id) {
+  return GgmlNibble(x * id + 8.5f);
+}
+
+// Q4_1 code (nibble 0..15): (x - lo) * id + 0.5f.
+static inline int GgmlCodeQ4_1(float x, float lo, float id) {
+  return GgmlNibble((x - lo) * id + 0.5f);
 }
 
 }  // namespace nibble::kernels

@@ -9,9 +9,20 @@
 #include <cstdint>
 
 #include "nibble/isa.h"
+#include "nibble/scheme.h"
 #include "nibble/types.h"
 
 namespace nibble::kernels {
+
+// kNone: nibble's rules (bits, symmetric); otherwise ggml's Q8_0 / Q4_0 /
+// Q4_1 (nibble/scheme.h), with group 32 and F16 scales.
+enum class GgmlType : uint8_t { kNone = 0, kQ8_0, kQ4_0, kQ4_1 };
+
+static inline GgmlType GgmlTypeOf(const QuantScheme& s) {
+  if (s.family != SchemeFamily::kGgml) return GgmlType::kNone;
+  if (s.bits == 8) return GgmlType::kQ8_0;
+  return s.symmetric ? GgmlType::kQ4_0 : GgmlType::kQ4_1;
+}
 
 // Everything a quantize kernel needs, validated by the caller.
 struct QuantizeArgs {
@@ -29,6 +40,11 @@ struct QuantizeArgs {
   int64_t scales_stride = 0;    // elements
   uint8_t* zero_points = nullptr;
   int64_t zero_points_stride = 0;
+  // GGML schemes: bits and symmetric are set as in QuantScheme, group is 32,
+  // scale_dtype F16; Q4_1 writes its F16 block minimum to offsets.
+  GgmlType ggml = GgmlType::kNone;
+  void* offsets = nullptr;
+  int64_t offsets_stride = 0;  // elements
   bool metrics = false;
 };
 
@@ -55,6 +71,11 @@ struct DequantizeArgs {
   int64_t scales_stride = 0;
   const uint8_t* zero_points = nullptr;
   int64_t zero_points_stride = 0;
+  // Q4_1 only (w = code * scale + offset); Q8_0 and Q4_0 dequantize exactly
+  // like nibble's symmetric INT8 / INT4.
+  GgmlType ggml = GgmlType::kNone;
+  const void* offsets = nullptr;
+  int64_t offsets_stride = 0;  // elements
   int bits = 8;
   bool symmetric = true;
   int64_t group = 0;
