@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "cast.h"
 #include "config.h"
 #include "layer_report.h"
 #include "nibble/io/checkpoint.h"
@@ -88,62 +89,18 @@ std::string WithCommas(int64_t v) {
   return v < 0 ? "-" + out : out;
 }
 
-float LoadElement(const uint8_t* p, DType d) {
-  if (d == DType::kF32) {
-    float f;
-    std::memcpy(&f, p, 4);
-    return f;
-  }
-  const uint16_t h = static_cast<uint16_t>(p[0] | (p[1] << 8));
-  return d == DType::kF16 ? HalfToFloat(h) : Bf16ToFloat(h);
-}
-
-// x stored in `to` (round to nearest even) and read back.
-float RoundTrip(float x, DType to) {
-  switch (to) {
-    case DType::kF16:
-      return HalfToFloat(FloatToHalf(x));
-    case DType::kBF16:
-      return Bf16ToFloat(FloatToBf16(x));
-    case DType::kF32:
-      return x;
-  }
-  return x;
-}
-
 // The error of casting `count` elements from `from` to `to`, measured as
-// `nibble convert` measures its casts (same sums in the same order, so the
-// same figures); nothing is stored. A finite value that overflows `to` is an
-// error (exit 2) naming the element, as in convert.
+// `nibble convert` measures its casts (the same function); nothing is
+// stored. A finite value that overflows `to` is an error (exit 2) naming the
+// element, as in convert.
 ErrorMetrics MeasureCast(const uint8_t* src, DType from, DType to,
                          int64_t count, const std::string& what) {
-  const size_t in_size = DTypeSize(from);
-  double sx2 = 0, sd2 = 0, se2 = 0, sxd = 0, max_abs = 0;
-  for (int64_t k = 0; k < count; ++k) {
-    const float x = LoadElement(src + static_cast<size_t>(k) * in_size, from);
-    const float d = RoundTrip(x, to);
-    if (std::isfinite(x) && !std::isfinite(d))
-      throw ToolError(2, what + ": element " + std::to_string(k) + " (" +
-                             std::to_string(x) + ") overflows " +
-                             DTypeName(to));
-    if (!std::isfinite(x)) continue;
-    const double e = static_cast<double>(d) - static_cast<double>(x);
-    sx2 += static_cast<double>(x) * x;
-    sd2 += static_cast<double>(d) * d;
-    sxd += static_cast<double>(x) * d;
-    se2 += e * e;
-    max_abs = std::max(max_abs, std::fabs(e));
-  }
-  ErrorMetrics m;
-  m.count = count;
-  m.mse = count > 0 ? se2 / static_cast<double>(count) : 0;
-  m.rmse = std::sqrt(m.mse);
-  m.max_abs_error = max_abs;
-  m.snr_db = se2 > 0 ? 10 * std::log10(sx2 / se2)
-                     : std::numeric_limits<double>::infinity();
-  m.cosine = sx2 > 0 && sd2 > 0 ? sxd / std::sqrt(sx2 * sd2) : 1;
-  m.rel_frobenius = sx2 > 0 ? std::sqrt(se2 / sx2) : 0;
-  return m;
+  const CastResult r = CastElements(src, from, to, count, nullptr);
+  if (r.overflow_index >= 0)
+    throw ToolError(2, what + ": element " + std::to_string(r.overflow_index) +
+                           " (" + std::to_string(r.overflow_value) +
+                           ") overflows " + DTypeName(to));
+  return r.metrics;
 }
 
 // The row `nibble convert` reports for tensor `t` (target cast or quantize)
