@@ -10,7 +10,7 @@ PACKAGES=(
   libeigen3-dev libomp-dev
   libcli11-dev libspdlog-dev nlohmann-json3-dev libtomlplusplus-dev libre2-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3 python3-venv time
+  python3 python3-venv time gdb
 )
 
 if [[ "${NIBBLE_SKIP_SETUP:-0}" == 1 ]]; then

@@ -702,9 +702,19 @@ cli_case("38-no-match-strict-cli", ["--tensor-type", "*.nothing=int8", "--strict
 cli_case("41-threads-negative", ["--threads", "-1"], "--threads")
 cli_case("41-threads-too-many", ["--threads", "100000"], "--threads")
 cli_case("41-threads-not-a-number", ["--threads", "two"], "--threads")
-cli_case("41-threads-0", ["--threads", "0"], "--threads", marks=pytest.mark.xfail(
-    strict=True, reason="nibble defect: `convert --threads 0` is taken as 'all cores' "
-    "(0 is the unset default) instead of rejected as bad-inputs #41 asks"))
+cli_case("41-threads-0", ["--threads", "0"], "--threads", "0")
+
+
+@pytest.mark.parametrize("command", ["dequant", "report"])
+@pytest.mark.parametrize("value", ["0", "-1", "1025"])
+def test_threads_out_of_range_other_commands(command, value, tmp_path):
+    """bad-inputs #41 for the other commands that take --threads."""
+    src, _f = model_dir(tmp_path, valid_blob(tiny_model()))
+    before = {src: snapshot(src)}
+    out = tmp_path / "out"
+    args = [command, src, out] if command == "dequant" else [command, src]
+    r = nibble(*args, "--threads", value)
+    check_rejected(r, 1, out, ["--threads", value], before)
 
 
 def _isa_lacking() -> Tuple[str, str]:

@@ -202,15 +202,11 @@ while True:
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "nibble defect: CreateTempDirFor() makes .OUT.nibble-tmp-PID before "
-    "InstallInterruptHandlers() runs, so SIGINT/SIGTERM in between kills nibble with the "
-    "default action and leaves the temporary directory behind (seen as rc -15 under load)"))
 @pytest.mark.parametrize("command", ["convert", "dequant"])
 def test_signal_right_after_mkdir(command, checkpoints, tmp_path):
     gdb = shutil.which("gdb")
-    if gdb is None:
-        pytest.skip("gdb is not installed (needed to stop nibble right after its mkdir)")
+    assert gdb is not None, "gdb is needed to stop nibble right after its mkdir " \
+        "(scripts/setup-deps.sh installs it)"
     src, before = checkpoints[command]
     out = tmp_path / "out"
     args = ["convert", str(src), str(out), "--scheme", "int4", *SLOW] if command == "convert" \

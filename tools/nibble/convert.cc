@@ -233,7 +233,6 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
   // Temporary directory next to OUT.
   const fs::path tmp_path = CreateTempDirFor(out_path);
   TempDir tmp(tmp_path);
-  InstallInterruptHandlers(tmp_path);
 
   ExecOptions exec;
   exec.threads = threads;
@@ -484,7 +483,8 @@ CLI::App* AddConvertCommand(CLI::App* app, ConvertOptions* o) {
   cmd->add_flag("--dry-run", o->dry_run,
                 "Print the plan and totals; write nothing");
   cmd->add_option("--threads", o->threads,
-                  "OpenMP threads (default: all cores)");
+                  "OpenMP threads, 1 to 1024 (default: all cores)")
+      ->check(CLI::Range(1, 1024));
   cmd->add_option("--isa", o->isa, "Kernel path: auto|scalar|avx2|avx512")
       ->check(CLI::IsMember({"auto", "scalar", "avx2", "avx512"}));
   cmd->add_flag("--force", o->force, "Replace an existing OUT");

@@ -537,7 +537,6 @@ int Dequant(const DequantOptions& o) {
 
   const fs::path tmp_path = CreateTempDirFor(out_dir.path);
   TempDir tmp(tmp_path);
-  InstallInterruptHandlers(tmp_path);
 
   std::unique_ptr<io::SafetensorsWriter> writer;
   size_t writer_shard = 0;
@@ -661,7 +660,8 @@ CLI::App* AddDequantCommand(CLI::App* app, DequantOptions* o) {
       ->check(CLI::IsMember({"f16", "bf16", "f32"}))
       ->capture_default_str();
   cmd->add_option("--threads", o->threads,
-                  "OpenMP threads (default: all cores)");
+                  "OpenMP threads, 1 to 1024 (default: all cores)")
+      ->check(CLI::Range(1, 1024));
   cmd->add_flag("--force", o->force, "Replace an existing OUT");
   cmd->add_option("--max-shard-size", o->max_shard_size,
                   "Largest shard (tensor bytes), e.g. 5GB, 500MB, 64MiB")

@@ -174,6 +174,9 @@ fs::path CreateTempDirFor(const fs::path& out) {
   const fs::path tmp_path =
       out.parent_path() / ("." + out.filename().string() + ".nibble-tmp-" +
                            std::to_string(::getpid()));
+  // Handlers first: a signal from here on removes the directory (or, before
+  // it exists, stops the run at its next check), so none is left behind.
+  InstallInterruptHandlers(tmp_path);
   std::error_code ec;
   if (!fs::create_directory(tmp_path, ec) || ec)
     IoError("cannot create '" + tmp_path.string() +

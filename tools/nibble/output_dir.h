@@ -92,7 +92,9 @@ struct OutputDir {
 OutputDir CheckOutputDir(const std::string& output, const std::string& input,
                          const io::Checkpoint& ckpt, bool force);
 
-// Creates the temporary directory ".NAME.nibble-tmp-PID" next to `out`.
+// Creates the temporary directory ".NAME.nibble-tmp-PID" next to `out`,
+// installing the interrupt handlers for it (InstallInterruptHandlers)
+// before the directory exists, so that no signal can leave it behind.
 std::filesystem::path CreateTempDirFor(const std::filesystem::path& out);
 
 // Copies the checkpoint's side files (except config.json) and
@@ -112,7 +114,8 @@ void MoveIntoPlace(TempDir* guard, const OutputDir& out,
 // CheckInterrupted() (called between tensors) then throws, so the run
 // unwinds and removes its temporaries; a second signal removes `temp_dir`
 // from the handler itself (async-signal-safe system calls only) and exits
-// at once with 128 + the signal. Call once the directory exists.
+// at once with 128 + the signal (harmless if it does not exist yet).
+// CreateTempDirFor calls it.
 void InstallInterruptHandlers(const std::filesystem::path& temp_dir);
 // Throws ToolError(128 + signal) if a signal arrived.
 void CheckInterrupted();

@@ -627,7 +627,8 @@ CLI::App* AddReportCommand(CLI::App* app, ReportOptions* o) {
       ->type_name("PATTERN=SCHEME");
   cmd->add_flag("--strict", o->strict, "Turn plan warnings into errors");
   cmd->add_option("--threads", o->threads,
-                  "OpenMP threads (default: all cores)");
+                  "OpenMP threads, 1 to 1024 (default: all cores)")
+      ->check(CLI::Range(1, 1024));
   cmd->add_option("--isa", o->isa, "Kernel path: auto|scalar|avx2|avx512")
       ->check(CLI::IsMember({"auto", "scalar", "avx2", "avx512"}));
   cmd->add_option("--json", o->json_path,
