@@ -177,15 +177,13 @@ def leftovers(parent: Path) -> List[str]:
 
 def check_rejected(r: subprocess.CompletedProcess, rc: int, out: Path,
                    needles: Sequence[str], before: Dict[Path, Dict[str, str]],
-                   out_existed: bool = False, parent: Optional[Path] = None,
-                   utf8_stderr: bool = True) -> str:
+                   out_existed: bool = False, parent: Optional[Path] = None) -> str:
     assert 0 < r.returncode < 128, \
         f"rc {r.returncode}: expected {rc} (never 0, never a signal)\n{r.stderr}"
     assert r.returncode == rc, f"rc {r.returncode}, expected {rc}\n{r.stderr}"
     line = error_line(r.stderr)
     assert r.stdout == "", f"a rejected run printed on stdout:\n{r.stdout}"
-    if utf8_stderr:
-        assert_utf8(r)
+    assert_utf8(r)
     for n in needles:
         if isinstance(n, re.Pattern):
             assert n.search(line), f"{n.pattern!r} not in: {line}"
@@ -215,7 +213,6 @@ class Run:
     out: Optional[Path] = None       # default D/out
     watch: List[Path] = field(default_factory=list)  # also unchanged (configs)
     parent: Optional[Path] = None    # where temporaries would be (default OUT's parent)
-    utf8_stderr: bool = True         # False: checked by test_error_line_is_utf8 (xfail)
     out_existed: bool = False
 
 
@@ -237,21 +234,20 @@ def model_dir(d: Path, blob: bytes, name: str = "model.safetensors") -> Tuple[Pa
     return src, src / name
 
 
-def single(blob: bytes, *needles, offset: Optional[int] = None, rc: int = 2,
-           utf8: bool = True):
+def single(blob: bytes, *needles, offset: Optional[int] = None, rc: int = 2):
     """IN = D/in (model directory holding model.safetensors = blob); the error
     names D/in/model.safetensors and, if given, the byte offset."""
     def build(d: Path) -> Run:
         src, f = model_dir(d, blob)
         extra = [byte(offset)] if offset is not None else []
-        return Run(src, [str(f) + ": ", *needles, *extra], rc, utf8_stderr=utf8)
+        return Run(src, [str(f) + ": ", *needles, *extra], rc)
     return build
 
 
 def header_case(case_id: str, header, *needles, data: bytes = b"", offset=None,
-                length: Optional[int] = None, marks=(), utf8: bool = True):
-    CASES.append((case_id, single(st_blob(header, data, length), *needles, offset=offset,
-                                  utf8=utf8), marks))
+                length: Optional[int] = None, marks=()):
+    CASES.append((case_id, single(st_blob(header, data, length), *needles, offset=offset),
+                  marks))
 
 
 # -- #1 too short ------------------------------------------------------------
@@ -293,12 +289,10 @@ _e = '{"dtype":"U8","shape":[2],"data_offsets":[0,2]}'
 _h = ('{"w\xff.weight":' + _e + '}').encode("latin-1")
 # The message itself is checked for UTF-8 in test_error_line_is_utf8.
 NOT_UTF8_HEADERS = {"03-not-utf8-key": _h}
-header_case("03-not-utf8-key", _h, "not valid JSON", data=b"ab", offset=at(_h, b"\xff"),
-            utf8=False)
+header_case("03-not-utf8-key", _h, "not valid JSON", data=b"ab", offset=at(_h, b"\xff"))
 _h = b'{"__metadata__":{"k":"v\xc3"},"w":' + _e.encode() + b"}"
 NOT_UTF8_HEADERS["03-truncated-utf8-value"] = _h
-header_case("03-truncated-utf8-value", _h, "not valid JSON", data=b"ab", offset=at(_h, b'"}'),
-            utf8=False)
+header_case("03-truncated-utf8-value", _h, "not valid JSON", data=b"ab", offset=at(_h, b'"}'))
 _h = '{"w.weight":nope}'
 header_case("03-not-json-literal", _h, "not valid JSON", offset=at(_h, "o", 1))
 _h = '{"w.weight":' + _e
@@ -857,18 +851,18 @@ def test_rejected(build, tmp_path):
         before[out] = snapshot(out)
     r = nibble("convert", run.input, out, *run.args, env=run.env)
     check_rejected(r, run.rc, out, run.needles, before, out_existed=run.out_existed,
-                   parent=run.parent, utf8_stderr=run.utf8_stderr)
+                   parent=run.parent)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "nibble defect: a JSON parse error in the header quotes the raw bytes it read "
-    "(nlohmann's 'last read: ...'), so stderr carries the file's invalid UTF-8 unescaped"))
 @pytest.mark.parametrize("case_id", sorted(NOT_UTF8_HEADERS))
 def test_error_line_is_utf8(case_id, tmp_path):
     src, f = model_dir(tmp_path, st_blob(NOT_UTF8_HEADERS[case_id], b"ab"))
     r = nibble("convert", src, tmp_path / "out")
     assert r.returncode == 2, r.stderr
     assert_utf8(r)
+    # The offending byte is shown escaped, not dropped.
+    bad = re.search(rb"[\x80-\xff]", NOT_UTF8_HEADERS[case_id]).group(0)
+    assert "\\x%02x" % bad[0] in r.stderr, r.stderr
 
 
 # ---------------------------------------------------------------------------

@@ -10,7 +10,8 @@ nibble_add_test(nibble_tool_test
   ${CMAKE_CURRENT_LIST_DIR}/pattern_test.cc
   ${CMAKE_CURRENT_LIST_DIR}/config_test.cc
   ${CMAKE_CURRENT_LIST_DIR}/plan_test.cc
-  ${CMAKE_CURRENT_LIST_DIR}/progress_test.cc)
+  ${CMAKE_CURRENT_LIST_DIR}/progress_test.cc
+  ${CMAKE_CURRENT_LIST_DIR}/text_test.cc)
 target_link_libraries(nibble_tool_test PRIVATE nibble_toolcore)
 target_compile_definitions(nibble_tool_test PRIVATE
   NIBBLE_TOOL_EXAMPLES_DIR="${PROJECT_SOURCE_DIR}/tools/nibble/examples")

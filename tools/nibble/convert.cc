@@ -25,6 +25,7 @@
 
 #include "cast.h"
 #include "config.h"
+#include "gguf_convert.h"
 #include "layer_report.h"
 #include "nibble/io/atomic_file.h"
 #include "nibble/io/checkpoint.h"
@@ -185,10 +186,12 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
       throw ConvertError(
           4, "tensor '" + t.name +
                  "': planned for quantization but not a 2-D float matrix");
-    QuantScheme scheme = t.target.scheme;
-    scheme.scale_dtype = model_dtype;
+    // Scales in the plan's scale dtype: the weight's own (auto) or the
+    // config's `scale_dtype`.
+    const QuantScheme& scheme = t.target.scheme;
     io::CtLayout& L = layouts[i];
-    Check(io::CtLayoutFor(scheme, t.shape[0], t.shape[1], model_dtype, &L),
+    Check(io::CtLayoutFor(scheme, t.shape[0], t.shape[1], scheme.scale_dtype,
+                          &L),
           "tensor '" + t.name + "'");
     const std::string m = ModuleName(t.name);
     auto add = [&](const std::string& name, io::StDtype dt,
@@ -198,7 +201,7 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
     };
     add(m + ".weight_packed", io::StDtype::kI32, L.weight_packed_shape,
         L.weight_packed_bytes);
-    add(m + ".weight_scale", src.dtype, L.weight_scale_shape,
+    add(m + ".weight_scale", StFor(scheme.scale_dtype), L.weight_scale_shape,
         L.weight_scale_bytes);
     if (!L.symmetric)
       add(m + ".weight_zero_point", io::StDtype::kI32,
@@ -307,9 +310,10 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
       continue;
     }
     const io::CtLayout& L = layouts[i];
-    QuantScheme scheme = t.target.scheme;
-    scheme.scale_dtype = L.model_dtype;
-    const ConstMatrixView view{data, L.model_dtype, L.out, L.in, L.in};
+    const QuantScheme& scheme = t.target.scheme;
+    DType weight_dtype;
+    io::StDtypeToKernel(src.dtype, &weight_dtype);  // checked when planned
+    const ConstMatrixView view{data, weight_dtype, L.out, L.in, L.in};
     QuantizedBuffers buf;
     Check(buf.Allocate(scheme, L.out, L.in), "tensor '" + t.name + "'");
     ErrorSums sums;
@@ -439,8 +443,9 @@ const char* const kConvertHelp =
     "and column. Errors name the file, the tensor and the byte offset (exit\n"
     "2); nothing is written and the input is only ever read.\n"
     "Output: a compressed-tensors model directory (pack-quantized INT4/INT8,\n"
-    "scales in each weight's own dtype, config.json with its\n"
-    "quantization_config, the other files of the model directory copied).\n"
+    "scales in each weight's own dtype unless the config sets scale_dtype,\n"
+    "config.json with its quantization_config, the other files of the model\n"
+    "directory copied).\n"
     "Cast targets (fp16/bf16/fp32) round to nearest even; a finite value\n"
     "that overflows is an error. It is written to .OUT.nibble-tmp-PID next\n"
     "to OUT, fsync'd and renamed at the end; Ctrl-C (or SIGTERM) stops at\n"
@@ -458,19 +463,24 @@ CLI::App* AddConvertCommand(CLI::App* app, ConvertOptions* o) {
       "convert",
       "Convert a safetensors checkpoint (file or Hugging Face model "
       "directory, sharded or not) to a compressed-tensors model directory "
-      "(INT8/INT4 pack-quantized) and print a per-layer error table");
+      "(INT8/INT4 pack-quantized), or a GGUF file to a GGUF file "
+      "(Q8_0/Q4_0/Q4_1, as llama-quantize), and print a per-layer error "
+      "table");
   cmd->add_option("IN", o->input,
-                  "Input: a .safetensors file or a model directory")
+                  "Input: a .safetensors file, a model directory or a "
+                  ".gguf file")
       ->required();
   cmd->add_option("OUT", o->output,
-                  "Output model directory (must not exist, unless --force)")
+                  "Output model directory, or .gguf file for GGUF input "
+                  "(must not exist, unless --force)")
       ->required();
   cmd->add_option("--config", o->config, "Mixed-precision rules (TOML)")
       ->type_name("FILE");
   cmd->add_option("--scheme", o->scheme,
                   std::string("Default target of 2-D linear weights (replaces "
                               "the config's `default`; built-in: int8). ") +
-                      kTargetNamesHelp);
+                      kTargetNamesHelp + ". GGUF output: " +
+                      kGgufTargetNamesHelp + " (built-in: q8_0)");
   cmd->add_option("--group-size", o->group_size,
                   "Group size of int4 names without -gN: 32, 64, 128, 256");
   cmd->add_option("--keep", o->keep,
@@ -500,13 +510,19 @@ CLI::App* AddConvertCommand(CLI::App* app, ConvertOptions* o) {
       ->capture_default_str();
   cmd->add_flag("-q,--quiet", o->quiet,
                 "Print no table, only warnings and errors");
-  cmd->footer(std::string(kPlanDefaultsHelp) + "\n" + kConvertHelp);
+  cmd->footer(std::string(kPlanDefaultsHelp) + "\n" + kConvertHelp + "\n" +
+              kGgufConvertHelp);
   return cmd;
 }
 
 int RunConvert(const ConvertOptions& o, const std::string& global_isa,
                std::string* error) {
-  return RunReportingErrors([&] { return Convert(o, global_isa); }, error);
+  return RunReportingErrors(
+      [&] {
+        return IsGgufConversion(o) ? ConvertGguf(o, global_isa)
+                                   : Convert(o, global_isa);
+      },
+      error);
 }
 
 }  // namespace nibble::tool

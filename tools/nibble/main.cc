@@ -16,12 +16,16 @@
 #include <iostream>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -31,6 +35,7 @@
 #include "report.h"
 #include "report_cmd.h"
 #include "synth.h"
+#include "text.h"
 
 namespace nibble::tool {
 namespace {
@@ -405,8 +410,38 @@ int RunQuantize(QuantizeOptions& o, const std::string& global_isa) {
 
 // ---------------------------------------------------------------------------
 
+// Forwards to `inner` with the message escaped (EscapeForTerminal): errors
+// and warnings quote names, keys and parser messages from files nibble did
+// not write, which may hold invalid UTF-8 or terminal control sequences.
+class EscapingSink : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  explicit EscapingSink(spdlog::sink_ptr inner) : inner_(std::move(inner)) {}
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    const std::string escaped = EscapeForTerminal(
+        std::string_view(msg.payload.data(), msg.payload.size()));
+    spdlog::details::log_msg copy = msg;
+    copy.payload = spdlog::string_view_t(escaped.data(), escaped.size());
+    inner_->log(copy);
+  }
+  void flush_() override { inner_->flush(); }
+  void set_pattern_(const std::string& pattern) override {
+    inner_->set_pattern(pattern);
+  }
+  void set_formatter_(std::unique_ptr<spdlog::formatter> f) override {
+    inner_->set_formatter(std::move(f));
+  }
+
+ private:
+  spdlog::sink_ptr inner_;
+};
+
 void SetUpLogging() {
-  auto logger = spdlog::stderr_color_mt("nibble");
+  auto sink = std::make_shared<EscapingSink>(
+      std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+  auto logger = std::make_shared<spdlog::logger>("nibble", sink);
+  spdlog::register_logger(logger);
   logger->set_pattern("%n: %^%l%$: %v");
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::info);

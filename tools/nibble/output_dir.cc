@@ -21,6 +21,7 @@
 #include <system_error>
 
 #include "nibble/io/atomic_file.h"
+#include "text.h"
 
 namespace nibble::tool {
 
@@ -346,8 +347,10 @@ void InstallInterruptHandlers(const fs::path& temp_dir) {
 void InstallFaultHandler() { std::signal(SIGBUS, OnBusError); }
 
 void SetCurrentInput(const std::string& file, const std::string& tensor) {
-  CopyCut(file, g_input_file, sizeof g_input_file);
-  CopyCut(tensor, g_input_tensor, sizeof g_input_tensor);
+  // Escaped here, not in the handler: it may only copy bytes.
+  CopyCut(EscapeForTerminal(file, true), g_input_file, sizeof g_input_file);
+  CopyCut(EscapeForTerminal(tensor, true), g_input_tensor,
+          sizeof g_input_tensor);
 }
 
 void CheckInterrupted() {

@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "layer_report.h"
+#include "text.h"
 
 namespace nibble::tool {
 namespace {
@@ -130,8 +131,8 @@ void Progress::Draw(int64_t index, int64_t bytes_done,
   const double seconds =
       std::chrono::duration<double>(Clock::now() - start_).count();
   const int width = width_ > 0 ? width_ : TerminalWidth(stream_);
-  const std::string line =
-      Line(index, total_items_, bytes_done, total_bytes_, seconds, name, width);
+  const std::string line = Line(index, total_items_, bytes_done, total_bytes_,
+                                seconds, EscapeForTerminal(name, true), width);
   // \r, the line, then erase to the end of the line.
   std::fprintf(stream_, "\r%s\x1b[K", line.c_str());
   std::fflush(stream_);

@@ -135,10 +135,10 @@ LayerRow MeasureRow(const TensorPlan& t, const io::TensorInfo& src,
     throw ToolError(4, "tensor '" + t.name +
                            "': planned for quantization but not a 2-D float "
                            "matrix");
-  QuantScheme scheme = t.target.scheme;
-  scheme.scale_dtype = model_dtype;
+  const QuantScheme& scheme = t.target.scheme;  // scale dtype from the plan
   io::CtLayout layout;
-  Check(io::CtLayoutFor(scheme, t.shape[0], t.shape[1], model_dtype, &layout),
+  Check(io::CtLayoutFor(scheme, t.shape[0], t.shape[1], scheme.scale_dtype,
+                        &layout),
         "tensor '" + t.name + "'");
   const ConstMatrixView view{data, model_dtype, layout.out, layout.in,
                              layout.in};
