@@ -10,4 +10,9 @@ build_dir="${NIBBLE_BUILD_DIR:-$root/build}"
 
 bash "$root/scripts/setup-deps.sh"
 bash "$root/scripts/build.sh"
+# The venv with a real llama.cpp runtime (llama-cpp-python, built from
+# source once, ~3 min on 2 cores; a no-op afterwards); its end-to-end tests
+# fail instead of skipping when it is missing.
+bash "$root/scripts/setup-llama.sh" >/dev/null
+export NIBBLE_REQUIRE_LLAMA=1
 ctest --test-dir "$build_dir" --output-on-failure -j2 "$@"

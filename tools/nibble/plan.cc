@@ -483,11 +483,12 @@ std::string RenderPlan(const Plan& plan) {
   std::vector<std::vector<std::string>> rows;
   rows.reserve(plan.tensors.size());
   for (const TensorPlan& tp : plan.tensors) {
-    rows.push_back({tp.name, FormatShape(tp.shape), tp.dtype,
-                    TargetName(tp.target),
-                    std::to_string(tp.bytes_before) + " -> " +
-                        std::to_string(tp.bytes_after),
-                    tp.reason});
+    rows.push_back(
+        {tp.name, FormatShape(tp.shape), tp.dtype,
+         tp.target_name.empty() ? TargetName(tp.target) : tp.target_name,
+         std::to_string(tp.bytes_before) + " -> " +
+             std::to_string(tp.bytes_after),
+         tp.reason});
   }
   std::vector<size_t> width(headers.size());
   for (size_t c = 0; c < headers.size(); ++c) width[c] = headers[c].size();

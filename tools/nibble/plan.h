@@ -62,6 +62,9 @@ struct TensorPlan {
   // kQuantize: the scheme (scale dtype resolved); kCast: the dtype to store;
   // kKeep: copy the bytes through.
   Target target;
+  // The target as RenderPlan shows it; empty: TargetName(target). (GGUF
+  // plans name their targets as GGUF types: q4_0, f16, keep.)
+  std::string target_name;
   int rule = -1;       // index into RuleSet::rules that decided; -1: none
   std::string reason;  // one phrase: the rule, the default, or why kept
   int64_t params = 0;  // elements

@@ -1,8 +1,28 @@
 #include "target.h"
 
+#include <cctype>
 #include <string>
 
 namespace nibble::tool {
+
+namespace {
+
+TargetFormat g_target_format = TargetFormat::kCompressedTensors;
+
+}  // namespace
+
+TargetFormat CurrentTargetFormat() { return g_target_format; }
+
+ScopedTargetFormat::ScopedTargetFormat(TargetFormat format)
+    : previous_(g_target_format) {
+  g_target_format = format;
+}
+
+ScopedTargetFormat::~ScopedTargetFormat() { g_target_format = previous_; }
+
+const char kGgufTargetNamesHelp[] =
+    "q8_0, q4_0, q4_1 (llama.cpp block types), f16, bf16, f32 (store "
+    "unquantized, cast), keep (store as is)";
 
 const char kTargetNamesHelp[] =
     "int8 (per channel, symmetric), int8-asym, int8-g32/-g64/-g128/-g256, "
@@ -57,8 +77,66 @@ bool Int4NameHasNoGroup(const std::string& text) {
 
 }  // namespace
 
+std::string GgufTargetName(const Target& t) {
+  switch (t.kind) {
+    case TargetKind::kKeep:
+      return "keep";
+    case TargetKind::kCast:
+      switch (t.cast_dtype) {
+        case DType::kF16:
+          return "f16";
+        case DType::kBF16:
+          return "bf16";
+        case DType::kF32:
+          return "f32";
+      }
+      return "cast";
+    case TargetKind::kQuantize:
+      return SchemeName(t.scheme);
+  }
+  return "?";
+}
+
+Status ParseGgufTarget(const std::string& text, Target* out) {
+  std::string lower = text;
+  for (char& c : lower)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lower == "keep") {
+    *out = Target::Keep();
+    return Status::Ok();
+  }
+  if (lower == "f16" || lower == "fp16" || lower == "float16") {
+    *out = Target::Cast(DType::kF16);
+    return Status::Ok();
+  }
+  if (lower == "bf16" || lower == "bfloat16") {
+    *out = Target::Cast(DType::kBF16);
+    return Status::Ok();
+  }
+  if (lower == "f32" || lower == "fp32" || lower == "float32") {
+    *out = Target::Cast(DType::kF32);
+    return Status::Ok();
+  }
+  QuantScheme scheme;
+  if (!lower.empty() && ParseScheme(lower, &scheme).ok()) {
+    if (IsGgml(scheme)) {
+      *out = Target::Quantize(scheme);
+      return Status::Ok();
+    }
+    return Status(StatusCode::kInvalidArgument,
+                  "'" + text +
+                      "' is a compressed-tensors scheme (safetensors output "
+                      "only); for GGUF output use " +
+                      kGgufTargetNamesHelp);
+  }
+  return Status(StatusCode::kInvalidArgument,
+                "unknown GGUF type '" + text +
+                    "' (expected one of: " + kGgufTargetNamesHelp + ")");
+}
+
 Status ParseTarget(const std::string& text, int64_t default_group_size,
                    DType scale_dtype, Target* out) {
+  if (g_target_format == TargetFormat::kGguf) return ParseGgufTarget(text, out);
   if (text == "keep") {
     *out = Target::Keep();
     return Status::Ok();

@@ -60,12 +60,53 @@ std::string TargetName(const Target& target);
 // `default_group_size` (one of IsValidGroupSize's sizes); every other name is
 // taken as written ("int8" is per channel). The scheme's scale dtype is set
 // to `scale_dtype`. Returns kInvalidArgument naming the text and the accepted
-// names; `*out` is unchanged on error.
+// names; `*out` is unchanged on error. While CurrentTargetFormat() is kGguf
+// this is ParseGgufTarget(text, out) (below).
 Status ParseTarget(const std::string& text, int64_t default_group_size,
                    DType scale_dtype, Target* out);
 
 // The list of accepted target names, for messages and --help.
 extern const char kTargetNamesHelp[];
+
+// Which output format target names are parsed for. Compressed-tensors
+// (safetensors output, the default) takes the names above and refuses the
+// GGUF block types; GGUF output takes q8_0, q4_0, q4_1 (llama.cpp's block
+// types, any letter case), f16, bf16, f32 (and their aliases above) and keep,
+// and refuses the compressed-tensors schemes (int8, int4-g128, ...), so that
+// a config file or --tensor-type written for one format fails on the other
+// with the rule's position rather than doing something else.
+//
+// The format is process-wide because the config parser (config.h) checks
+// scheme names through ParseTarget as it reads the file: `nibble convert`
+// sets it once, on the main thread, before it parses any option or config
+// (ScopedTargetFormat), and nothing parses target names concurrently.
+enum class TargetFormat : uint8_t { kCompressedTensors, kGguf };
+TargetFormat CurrentTargetFormat();
+
+// Sets the format for its lifetime and restores the previous one.
+class ScopedTargetFormat {
+ public:
+  explicit ScopedTargetFormat(TargetFormat format);
+  ~ScopedTargetFormat();
+  ScopedTargetFormat(const ScopedTargetFormat&) = delete;
+  ScopedTargetFormat& operator=(const ScopedTargetFormat&) = delete;
+
+ private:
+  TargetFormat previous_;
+};
+
+// ParseTarget under TargetFormat::kGguf (whatever the current format):
+// "keep", "f16"/"fp16"/"float16", "bf16"/"bfloat16", "f32"/"fp32"/"float32",
+// "q8_0", "q4_0", "q4_1" (case-insensitive). kInvalidArgument naming the text
+// otherwise; `*out` is unchanged on error.
+Status ParseGgufTarget(const std::string& text, Target* out);
+
+// The GGUF name of a target: "q8_0", "q4_0", "q4_1", "f16", "bf16", "f32"
+// or "keep".
+std::string GgufTargetName(const Target& target);
+
+// The accepted GGUF target names, for messages and --help.
+extern const char kGgufTargetNamesHelp[];
 
 }  // namespace nibble::tool
 
