@@ -699,6 +699,18 @@ cli_case("41-threads-not-a-number", ["--threads", "two"], "--threads")
 cli_case("41-threads-0", ["--threads", "0"], "--threads", "0")
 
 
+@case("existing-report-files-untouched")
+def _(d: Path) -> Run:
+    """A failing run leaves existing --report/--csv files as they were."""
+    blob = valid_blob(tiny_model())
+    src, f = model_dir(d, blob[:-1])  # one byte short: rejected
+    rep, csv = d / "old.json", d / "old.csv"
+    rep.write_text('{"keep": "me"}\n')
+    csv.write_text("keep,me\n")
+    return Run(src, [str(f)], 2, args=["--report", str(rep), "--csv", str(csv)],
+               watch=[rep, csv])
+
+
 @pytest.mark.parametrize("command", ["dequant", "report"])
 @pytest.mark.parametrize("value", ["0", "-1", "1025"])
 def test_threads_out_of_range_other_commands(command, value, tmp_path):

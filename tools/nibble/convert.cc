@@ -36,6 +36,7 @@
 #include "output_dir.h"
 #include "plan.h"
 #include "progress.h"
+#include "report_files.h"
 #include "target.h"
 
 namespace nibble::tool {
@@ -88,16 +89,8 @@ struct OutTensor {
 
 int Convert(const ConvertOptions& o, const std::string& global_isa) {
   if (o.quiet) spdlog::set_level(spdlog::level::warn);
-  if (o.threads < 0 || o.threads > 1024)
-    UsageError("--threads must be between 1 and 1024");
-  const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
+  const ExecOptions exec = ResolveExecOptions(o.threads, o.isa, global_isa);
   const uint64_t max_shard = ParseSize(o.max_shard_size);
-  Isa requested = Isa::kAuto;
-  const std::string isa_name = o.isa.empty() ? global_isa : o.isa;
-  if (!ParseIsa(isa_name, &requested))
-    UsageError("--isa: unknown path '" + isa_name + "'");
-  Isa isa = Isa::kScalar;
-  Check(ResolveIsa(requested, &isa), "--isa " + isa_name);
 
   // Rules first: a bad option fails before the checkpoint is read.
   ConfigFile file;
@@ -134,27 +127,12 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
   const OutputDir out_dir = CheckOutputDir(o.output, o.input, *ckpt, o.force);
   const fs::path& out_path = out_dir.path;
 
-  // Report files are opened before the work starts, and removed again if
-  // the run fails.
-  std::ofstream report_file, csv_file;
-  struct RemoveOnFailure {
-    std::vector<std::string> paths;
-    ~RemoveOnFailure() {
-      for (const std::string& p : paths) std::remove(p.c_str());
-    }
-  } remove_reports;
-  if (!o.report_path.empty()) {
-    report_file.open(o.report_path, std::ios::out | std::ios::trunc);
-    if (!report_file)
-      IoError("cannot open '" + o.report_path + "': " + std::strerror(errno));
-    remove_reports.paths.push_back(o.report_path);
-  }
-  if (!o.csv_path.empty()) {
-    csv_file.open(o.csv_path, std::ios::out | std::ios::trunc);
-    if (!csv_file)
-      IoError("cannot open '" + o.csv_path + "': " + std::strerror(errno));
-    remove_reports.paths.push_back(o.csv_path);
-  }
+  // A bad report path fails before the work starts; the reports are
+  // written at the end.
+  const ReportDestination json_check{o.report_path, ""},
+      csv_check{o.csv_path, ""};
+  json_check.CheckWritable();
+  csv_check.CheckWritable();
 
   // Output tensor list and layouts.
   std::vector<io::TensorSpec> specs;
@@ -237,9 +215,6 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
   const fs::path tmp_path = CreateTempDirFor(out_path);
   TempDir tmp(tmp_path);
 
-  ExecOptions exec;
-  exec.threads = threads;
-  exec.isa = isa;
   std::vector<LayerRow> rows;
   std::unique_ptr<io::SafetensorsWriter> writer;
   size_t writer_shard = 0;
@@ -402,28 +377,12 @@ int Convert(const ConvertOptions& o, const std::string& global_isa) {
   MoveIntoPlace(&tmp, out_dir, o.output);
 
   const LayerTotals totals = ComputeTotals(rows);
-  if (!o.quiet) {
+  if (!o.quiet && !json_check.to_stdout() && !csv_check.to_stdout()) {
     PrintLayerTable(std::cout, rows, totals, o.top);
     std::cout.flush();
   }
-  if (report_file.is_open()) {
-    nlohmann::ordered_json j;
-    j["nibble_version"] = NIBBLE_VERSION_STRING;
-    j["input"] = o.input;
-    j["output"] = o.output;
-    j["tensors"] = nlohmann::ordered_json::array();
-    for (const LayerRow& r : rows) j["tensors"].push_back(LayerRowJson(r));
-    j["totals"] = LayerTotalsJson(totals);
-    report_file << j.dump(2) << "\n";
-    report_file.close();
-    if (!report_file) IoError("cannot write '" + o.report_path + "'");
-  }
-  if (csv_file.is_open()) {
-    csv_file << LayerCsv(rows);
-    csv_file.close();
-    if (!csv_file) IoError("cannot write '" + o.csv_path + "'");
-  }
-  remove_reports.paths.clear();
+  WriteConvertReports(o.report_path, o.csv_path, rows, totals, o.input,
+                      o.output);
   spdlog::info("wrote {} ({} shard{})", o.output, shards.file_names.size(),
                shards.file_names.size() == 1 ? "" : "s");
   return 0;

@@ -427,9 +427,8 @@ int Dequant(const DequantOptions& o) {
   DType out_dtype;
   if (!ParseDType(o.dtype, &out_dtype))
     UsageError("--dtype: '" + o.dtype + "' is not one of f16, bf16, f32");
-  if (o.threads < 0 || o.threads > 1024)
-    UsageError("--threads must be between 1 and 1024");
-  const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
+  // No --isa: the best path the CPU has (every path writes the same bytes).
+  const ExecOptions exec = ResolveExecOptions(o.threads, "auto", "auto");
   const uint64_t max_shard = ParseSize(o.max_shard_size);
 
   std::unique_ptr<io::Checkpoint> ckpt;
@@ -557,8 +556,6 @@ int Dequant(const DequantOptions& o) {
           "writing '" + specs[k].name + "'");
   };
 
-  ExecOptions exec;
-  exec.threads = threads;
   // Bytes read per output tensor, for the progress bar.
   auto source_bytes = [&](const OutItem& item) -> int64_t {
     if (item.layer < 0) return static_cast<int64_t>(item.src.info->byte_size());

@@ -31,6 +31,7 @@
 #include "nibble/nibble.h"
 #include "output_dir.h"
 #include "progress.h"
+#include "report_files.h"
 #include "target.h"
 
 namespace nibble::tool {
@@ -448,15 +449,7 @@ Status BuildGgufPlan(const RuleSet& rules,
 
 int ConvertGguf(const ConvertOptions& o, const std::string& global_isa) {
   if (o.quiet) spdlog::set_level(spdlog::level::warn);
-  if (o.threads < 0 || o.threads > 1024)
-    UsageError("--threads must be between 1 and 1024");
-  const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
-  Isa requested = Isa::kAuto;
-  const std::string isa_name = o.isa.empty() ? global_isa : o.isa;
-  if (!ParseIsa(isa_name, &requested))
-    UsageError("--isa: unknown path '" + isa_name + "'");
-  Isa isa = Isa::kScalar;
-  Check(ResolveIsa(requested, &isa), "--isa " + isa_name);
+  const ExecOptions exec = ResolveExecOptions(o.threads, o.isa, global_isa);
   if (o.group_size.has_value())
     UsageError(
         "--group-size does not apply to GGUF output (q8_0, q4_0 and q4_1 "
@@ -523,27 +516,12 @@ int ConvertGguf(const ConvertOptions& o, const std::string& global_isa) {
 
   CheckOutputFile(o.output, o.input, o.force);
 
-  // Report files are opened before the work starts, and removed again if
-  // the run fails.
-  std::ofstream report_file, csv_file;
-  struct RemoveOnFailure {
-    std::vector<std::string> paths;
-    ~RemoveOnFailure() {
-      for (const std::string& p : paths) std::remove(p.c_str());
-    }
-  } remove_reports;
-  if (!o.report_path.empty()) {
-    report_file.open(o.report_path, std::ios::out | std::ios::trunc);
-    if (!report_file)
-      IoError("cannot open '" + o.report_path + "': " + std::strerror(errno));
-    remove_reports.paths.push_back(o.report_path);
-  }
-  if (!o.csv_path.empty()) {
-    csv_file.open(o.csv_path, std::ios::out | std::ios::trunc);
-    if (!csv_file)
-      IoError("cannot open '" + o.csv_path + "': " + std::strerror(errno));
-    remove_reports.paths.push_back(o.csv_path);
-  }
+  // A bad report path fails before the work starts; the reports are
+  // written at the end.
+  const ReportDestination json_check{o.report_path, ""},
+      csv_check{o.csv_path, ""};
+  json_check.CheckWritable();
+  csv_check.CheckWritable();
 
   io::GgufMetadata metadata = in->metadata();
   if (gp.set_file_type) {
@@ -578,9 +556,6 @@ int ConvertGguf(const ConvertOptions& o, const std::string& global_isa) {
   Check(io::GgufWriter::Create(o.output, metadata, specs, wopt, &writer),
         o.output);
 
-  ExecOptions exec;
-  exec.threads = threads;
-  exec.isa = isa;
   std::vector<LayerRow> rows;
   rows.reserve(tensors.size());
   const size_t n = tensors.size();
@@ -679,28 +654,12 @@ int ConvertGguf(const ConvertOptions& o, const std::string& global_isa) {
   writer.reset();
 
   const LayerTotals totals = ComputeTotals(rows);
-  if (!o.quiet) {
+  if (!o.quiet && !json_check.to_stdout() && !csv_check.to_stdout()) {
     PrintLayerTable(std::cout, rows, totals, o.top);
     std::cout.flush();
   }
-  if (report_file.is_open()) {
-    nlohmann::ordered_json j;
-    j["nibble_version"] = NIBBLE_VERSION_STRING;
-    j["input"] = o.input;
-    j["output"] = o.output;
-    j["tensors"] = nlohmann::ordered_json::array();
-    for (const LayerRow& r : rows) j["tensors"].push_back(LayerRowJson(r));
-    j["totals"] = LayerTotalsJson(totals);
-    report_file << j.dump(2) << "\n";
-    report_file.close();
-    if (!report_file) IoError("cannot write '" + o.report_path + "'");
-  }
-  if (csv_file.is_open()) {
-    csv_file << LayerCsv(rows);
-    csv_file.close();
-    if (!csv_file) IoError("cannot write '" + o.csv_path + "'");
-  }
-  remove_reports.paths.clear();
+  WriteConvertReports(o.report_path, o.csv_path, rows, totals, o.input,
+                      o.output);
   spdlog::info("wrote {} ({} tensors, {})", o.output, n,
                gp.set_file_type ? FileTypeName(gp.file_type) : "types kept");
   return 0;

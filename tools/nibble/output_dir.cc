@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <omp.h>
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -21,6 +22,7 @@
 #include <system_error>
 
 #include "nibble/io/atomic_file.h"
+#include "nibble/nibble.h"
 #include "text.h"
 
 namespace nibble::tool {
@@ -55,6 +57,20 @@ void Check(const Status& s, const std::string& context) {
 
 void UsageError(const std::string& m) { throw ToolError(1, m); }
 void IoError(const std::string& m) { throw ToolError(3, m); }
+
+ExecOptions ResolveExecOptions(int threads, const std::string& isa,
+                               const std::string& global_isa) {
+  if (threads < 0 || threads > 1024)
+    UsageError("--threads must be between 1 and 1024");
+  ExecOptions exec;
+  exec.threads = threads > 0 ? threads : omp_get_max_threads();
+  Isa requested = Isa::kAuto;
+  const std::string name = isa.empty() ? global_isa : isa;
+  if (!ParseIsa(name, &requested))
+    UsageError("--isa: unknown path '" + name + "'");
+  Check(ResolveIsa(requested, &exec.isa), "--isa " + name);
+  return exec;
+}
 
 uint64_t ParseSize(const std::string& text) {
   size_t i = 0;

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "nibble/io/checkpoint.h"
+#include "nibble/nibble.h"
 #include "nibble/status.h"
 
 namespace nibble::tool {
@@ -51,6 +52,12 @@ int RunReportingErrors(Fn&& body, std::string* error) {
 void Check(const Status& s, const std::string& context);
 [[noreturn]] void UsageError(const std::string& m);  // exit 1
 [[noreturn]] void IoError(const std::string& m);     // exit 3
+
+// The kernels' options from --threads (0: not given, all cores; else 1 to
+// 1024) and --isa (`isa`, or `global_isa` when empty; a path the CPU lacks
+// is an error).
+ExecOptions ResolveExecOptions(int threads, const std::string& isa,
+                               const std::string& global_isa);
 
 // "5GB", "100MB", "64MiB", "123" (bytes), for --max-shard-size.
 uint64_t ParseSize(const std::string& text);

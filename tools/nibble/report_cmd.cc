@@ -34,6 +34,7 @@
 #include "output_dir.h"
 #include "plan.h"
 #include "progress.h"
+#include "report_files.h"
 #include "target.h"
 
 namespace nibble::tool {
@@ -162,40 +163,6 @@ LayerRow MeasureRow(const TensorPlan& t, const io::TensorInfo& src,
   row.m = Summarize(sums);
   return row;
 }
-
-// A --json/--csv destination ('-': stdout). CheckWritable() runs before the
-// work starts, so a bad path fails at once, and leaves the path as it was: a
-// run that fails or is killed (Ctrl-C) neither leaves a file behind nor
-// empties an existing one. Open() truncates it once the results are ready.
-struct ReportFile {
-  std::string path;
-  std::ofstream file;
-  bool enabled() const { return !path.empty(); }
-  bool to_stdout() const { return path == "-"; }
-  std::ostream& stream() {
-    return to_stdout() ? static_cast<std::ostream&>(std::cout) : file;
-  }
-  void CheckWritable() const {
-    if (!enabled() || to_stdout()) return;
-    struct stat st;
-    const bool existed = ::lstat(path.c_str(), &st) == 0;
-    // No O_TRUNC: an existing file is opened but not changed.
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
-    if (fd < 0) IoError("cannot open '" + path + "': " + std::strerror(errno));
-    ::close(fd);
-    if (!existed) ::unlink(path.c_str());
-  }
-  void Open() {
-    if (!enabled() || to_stdout()) return;
-    file.open(path, std::ios::out | std::ios::trunc);
-    if (!file) IoError("cannot open '" + path + "': " + std::strerror(errno));
-  }
-  void Close() {
-    stream().flush();
-    if (file.is_open()) file.close();
-    if (!stream()) IoError("cannot write '" + path + "'");
-  }
-};
 
 // Each distinct plan warning once, in order of first appearance; one that
 // only some schemes' plans give says which.
@@ -434,16 +401,8 @@ std::string ReportCsv(const std::vector<Column>& cols) {
 
 int Report(const ReportOptions& o, const std::string& global_isa) {
   if (o.quiet) spdlog::set_level(spdlog::level::warn);
-  if (o.threads < 0 || o.threads > 1024)
-    UsageError("--threads must be between 1 and 1024");
+  const ExecOptions exec = ResolveExecOptions(o.threads, o.isa, global_isa);
   if (o.top < 0) UsageError("--top must be at least 0");
-  const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
-  Isa requested = Isa::kAuto;
-  const std::string isa_name = o.isa.empty() ? global_isa : o.isa;
-  if (!ParseIsa(isa_name, &requested))
-    UsageError("--isa: unknown path '" + isa_name + "'");
-  Isa isa = Isa::kScalar;
-  Check(ResolveIsa(requested, &isa), "--isa " + isa_name);
 
   // Every scheme's rules first: a bad name fails before anything is read.
   ConfigFile file;
@@ -488,15 +447,10 @@ int Report(const ReportOptions& o, const std::string& global_isa) {
     Check(c.plan_status, failed == cols.size() ? "" : "--scheme " + c.name);
   }
 
-  ReportFile json, csv;
-  json.path = o.json_path;
-  csv.path = o.csv_path;
+  ReportDestination json{o.json_path, ""}, csv{o.csv_path, ""};
   json.CheckWritable();
   csv.CheckWritable();
 
-  ExecOptions exec;
-  exec.threads = threads;
-  exec.isa = isa;
   InstallFaultHandler();
   const std::vector<io::CheckpointTensor>& tensors = ckpt->tensors();
   const size_t n = tensors.size();
@@ -553,29 +507,10 @@ int Report(const ReportOptions& o, const std::string& global_isa) {
     PrintComparison(std::cout, cols, totals, o.top);
     std::cout.flush();
   }
-  // Both report files or neither: one that fails to be written removes
-  // what was written.
-  struct RemoveOnFailure {
-    std::vector<std::string> paths;
-    ~RemoveOnFailure() {
-      for (const std::string& p : paths) std::remove(p.c_str());
-    }
-  } remove_reports;
-  for (ReportFile* f : {&json, &csv}) {
-    if (f->enabled() && !f->to_stdout())
-      remove_reports.paths.push_back(f->path);
-  }
-  if (json.enabled()) {
-    json.Open();
-    json.stream() << ReportJson(o, cols, totals).dump(2) << "\n";
-    json.Close();
-  }
-  if (csv.enabled()) {
-    csv.Open();
-    csv.stream() << ReportCsv(cols);
-    csv.Close();
-  }
-  remove_reports.paths.clear();
+  // Both report files or neither.
+  if (json.enabled()) json.text = ReportJson(o, cols, totals).dump(2) + "\n";
+  if (csv.enabled()) csv.text = ReportCsv(cols);
+  WriteReports({&json, &csv});
   return 0;
 }
 
