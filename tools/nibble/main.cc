@@ -31,6 +31,7 @@
 
 #include "convert.h"
 #include "dequant.h"
+#include "inspect.h"
 #include "nibble/nibble.h"
 #include "report.h"
 #include "report_cmd.h"
@@ -484,6 +485,8 @@ int Run(int argc, char** argv) {
   CLI::App* dequant_cmd = AddDequantCommand(&app, &deq);
   ReportOptions rep;
   CLI::App* report_cmd = AddReportCommand(&app, &rep);
+  InspectOptions insp;
+  CLI::App* inspect_cmd = AddInspectCommand(&app, &insp);
 
   try {
     app.parse(argc, argv);
@@ -528,9 +531,16 @@ int Run(int argc, char** argv) {
     if (rc != kExitOk) throw ToolError(rc, error);
     return rc;
   }
+  if (inspect_cmd->parsed()) {
+    std::string error;
+    const int rc = RunInspect(insp, &error);
+    if (rc != kExitOk) throw ToolError(rc, error);
+    return rc;
+  }
   std::cout << app.help();
-  Usage("no subcommand given: use convert, dequant, report, quantize or info "
-        "(or --version)");
+  Usage(
+      "no subcommand given: use convert, dequant, report, inspect, quantize "
+      "or info (or --version)");
 }
 
 }  // namespace
