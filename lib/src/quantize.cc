@@ -220,7 +220,10 @@ Status Quantize(const ConstMatrixView& in, const QuantScheme& scheme,
                     "'s f16 (ggml would store Inf; use an int scheme "
                     "with f32 scales)"
               : "the scale" + where + " does not fit in " +
-                    DTypeName(scheme.scale_dtype) + " (use f32 scales)");
+                    DTypeName(scheme.scale_dtype) +
+                    " (a value is more than one step beyond what (q - zp) * "
+                    "scale reaches in " +
+                    DTypeName(scheme.scale_dtype) + "; use f32 scales)");
       s.WithPosition(r, o.bad_col);
       return s;
     }

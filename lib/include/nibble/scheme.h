@@ -37,8 +37,23 @@
 // (asymmetric: <= scale, the extra half step being the zero point's rounding).
 // A positive scale is at least the smallest positive F16 (2^-24) or 2^-126
 // (BF16, F32), so that 1/scale stays finite. An all-zero group gets scale +0,
-// zero point 0 and codes of 0. A group whose scale would overflow scale_dtype
-// (possible only for F32 input beyond ~458752 with F16 scales) is an error.
+// zero point 0 and codes of 0.
+//
+// Scale cap: every code q the format can hold must decode to a finite value
+// in scale_dtype, |(q - zp) * scale| <= its largest finite value, because
+// compressed-tensors / vLLM dequantize in the scale's dtype. A group whose
+// rounded-up scale breaks that (a range of about 65504 or more with F16
+// scales, about BF16's or F32's maximum with theirs) gets the largest scale
+// that keeps it (asymmetric: with the zero point, among all, whose extremes
+// decode closest); its largest elements then clamp to the last code and
+// decode to within one step (<= scale) of themselves, or of +-the dtype's
+// largest value for a value beyond it. A group holding a value more than one
+// step beyond the dtype's largest (F32 or BF16 input above 65504 + scale,
+// about 65760 to 74856 depending on the scheme, with F16 scales), or whose
+// scale overflows scale_dtype, is an error (kScaleOverflow). Ordinary data
+// is unaffected: the cap changes no group whose range is well below the
+// dtype's maximum.
+// Rule, derivation and rationale: lib/src/kernels/common.h ("The scale cap").
 //
 // Zero points (asymmetric only): uint8_t per group, row-major
 // [rows, groups_per_row], values 0..15 (INT4) or 0..255 (INT8).

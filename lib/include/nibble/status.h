@@ -18,7 +18,7 @@ enum class StatusCode : int {
   kOk = 0,
   kInvalidArgument,  // a shape, stride, scheme or option the call cannot take
   kNonFinite,        // NaN or +-Inf in an input to quantize
-  kScaleOverflow,    // a group's scale is not representable in the scale dtype
+  kScaleOverflow,    // a group's values are beyond what the scale dtype decodes
   kUnsupported,      // an ISA path this CPU lacks, or a feature not built
   kBadFormat,        // malformed file contents (used by the readers)
   kIoError,          // the operating system refused a read or write

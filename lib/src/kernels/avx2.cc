@@ -214,7 +214,9 @@ NIBBLE_AVX2_INLINE GroupBits8 ReduceGroups8(const __m256i* hv,
 // kVectorDerive = false calls the shared scalar functions instead (same
 // bytes, slower). Checked exhaustively against DeriveSymmetric /
 // DeriveAsymmetric (every F16 and BF16 magnitude and many (lo, hi) pairs,
-// F32 mantissas at every exponent; all four qmax, all three scale dtypes).
+// F32 mantissas at every exponent; all four qmax, all three scale dtypes)
+// before the scale cap: the vector code is the plain round-up, and
+// DeriveGroups8 hands every lane the cap can touch to the scalar functions.
 constexpr bool kVectorDerive = true;
 constexpr int kBatch = 16;
 
@@ -360,50 +362,68 @@ NIBBLE_AVX2_INLINE __m256i DeriveAsymmetric8(__m256i nbits, __m256i hbits,
   return _mm256_and_si256(overflow, nzi);
 }
 
-// The same through the shared scalar functions (kVectorDerive = false).
+// The shared scalar functions for the lanes in `lanes` (bit k = lane k):
+// their parameters replace those lanes of the outputs and their verdicts
+// those bits of `overflow`, which is returned. Out of line and cold: with
+// kVectorDerive only groups next to the scale dtype's limit come here.
 template <DType kIn, bool kSym>
-NIBBLE_AVX2_INLINE __m256i DeriveScalar8(const GroupBits8& b, int qmax,
-                                         DType sdt, float* scale_out,
-                                         float* inv_out, float* zp_out,
-                                         uint32_t* bits_out) {
+__attribute__((noinline, cold)) uint32_t DeriveScalarLanes(
+    const GroupBits8& b, uint32_t lanes, uint32_t overflow, int qmax, DType sdt,
+    float* scale_out, float* inv_out, float* zp_out, uint32_t* bits_out) {
   alignas(32) uint32_t hi[8], neg[8];
-  alignas(32) int32_t overflow[8];
   _mm256_store_si256(reinterpret_cast<__m256i*>(hi), b.hi);
   _mm256_store_si256(reinterpret_cast<__m256i*>(neg), b.neg);
-  for (int k = 0; k < 8; ++k) {
+  for (; lanes != 0; lanes &= lanes - 1) {
+    const int k = __builtin_ctz(lanes);
     GroupParams gp{0.0f, 0.0f, 0.0f, 0};
     const bool fits =
         kSym ? DeriveSymmetric(MagnitudeToFloat(hi[k], kIn), qmax, sdt, &gp)
              : DeriveAsymmetric(-MagnitudeToFloat(neg[k], kIn),
                                 MagnitudeToFloat(hi[k], kIn), qmax, sdt, &gp);
-    overflow[k] = fits ? 0 : -1;
+    overflow = fits ? overflow & ~(1u << k) : overflow | (1u << k);
     scale_out[k] = gp.scale;
     inv_out[k] = gp.inv;
     zp_out[k] = gp.zp;
     bits_out[k] = gp.scale_bits;
   }
-  return _mm256_load_si256(reinterpret_cast<const __m256i*>(overflow));
+  return overflow;
 }
 
 // Parameters of the 8 groups of b into bp lanes [8h, 8h + 8); returns the
-// overflowing lanes as a bit mask.
+// overflowing lanes as a bit mask. The vector code computes the plain
+// round-up of DeriveSymmetric / DeriveAsymmetric; lanes whose rounded-up
+// scale is above cap_bits (CapScaleBits: only those can be capped or refused
+// by the scale cap of common.h) or that overflow are derived again by the
+// scalar functions, so the cap is written once, in common.h.
 template <DType kIn, bool kSym>
 NIBBLE_AVX2_INLINE uint32_t DeriveGroups8(const GroupBits8& b, int qmax,
-                                          DType sdt, BatchParams* bp, int h) {
+                                          DType sdt, uint32_t cap_bits,
+                                          BatchParams* bp, int h) {
   float* s = bp->scale + 8 * h;
   float* i = bp->inv + 8 * h;
   float* z = bp->zp + 8 * h;
   uint32_t* bits = bp->bits + 8 * h;
-  __m256i overflow;
   if constexpr (!kVectorDerive) {
-    overflow = DeriveScalar8<kIn, kSym>(b, qmax, sdt, s, i, z, bits);
-  } else if constexpr (kSym) {
-    overflow = DeriveSymmetric8<kIn>(b.hi, qmax, sdt, s, i, z, bits);
+    return DeriveScalarLanes<kIn, kSym>(b, 0xffu, 0u, qmax, sdt, s, i, z, bits);
   } else {
-    overflow = DeriveAsymmetric8<kIn>(b.neg, b.hi, qmax, sdt, s, i, z, bits);
+    __m256i overflow;
+    if constexpr (kSym) {
+      overflow = DeriveSymmetric8<kIn>(b.hi, qmax, sdt, s, i, z, bits);
+    } else {
+      overflow = DeriveAsymmetric8<kIn>(b.neg, b.hi, qmax, sdt, s, i, z, bits);
+    }
+    // Stored bits are below 2^31 (0 for zero groups): a signed compare.
+    const __m256i near_limit = _mm256_or_si256(
+        overflow, _mm256_cmpgt_epi32(
+                      _mm256_load_si256(reinterpret_cast<const __m256i*>(bits)),
+                      _mm256_set1_epi32(static_cast<int32_t>(cap_bits))));
+    const uint32_t ovf = static_cast<uint32_t>(
+        _mm256_movemask_ps(_mm256_castsi256_ps(overflow)));
+    const uint32_t slow = static_cast<uint32_t>(
+        _mm256_movemask_ps(_mm256_castsi256_ps(near_limit)));
+    if (__builtin_expect(slow == 0, 1)) return ovf;
+    return DeriveScalarLanes<kIn, kSym>(b, slow, ovf, qmax, sdt, s, i, z, bits);
   }
-  return static_cast<uint32_t>(
-      _mm256_movemask_ps(_mm256_castsi256_ps(overflow)));
 }
 
 // Scales (and zero points) of groups [g0, g0 + nb) of one row.
@@ -519,7 +539,8 @@ NIBBLE_AVX2_INLINE __m256i QuantizeVecMetrics(const uint8_t* p,
 // nearest even under the default MXCSR (as std::nearbyint does in
 // scalar.cc), i.e. it is ROUNDPS followed by an exact conversion, as long as
 // |x * inv| < 2^31 -- it is at most about qmax, because the scale is at
-// least absmax / qmax ((hi - lo) / qmax when asymmetric). Adding the zero
+// least absmax / qmax ((hi - lo) / qmax when asymmetric), or, capped
+// (common.h), at most one part in 2^7 below it. Adding the zero
 // point is exact in both domains, and the clamp is done on the packed bytes
 // (QuantizeStep), where the saturating packs preserve the order of every
 // value: clamp(saturate(v)) == clamp(v) for a clamp range inside int8/uint8.
@@ -607,6 +628,7 @@ void QuantizeRowsT(const QuantizeArgs& a, int64_t row_begin, int64_t row_end,
   const size_t ssize = a.scale_dtype == DType::kF32 ? 4 : 2;
   const __m256i finite_max =
       _mm256_set1_epi32(static_cast<int32_t>(NonFiniteBits(kIn) - 1));
+  const uint32_t cap_bits = CapScaleBits(qmax, a.scale_dtype);
   alignas(32) uint8_t tail[kStep * 4];
   alignas(32) uint8_t tail_codes[kStep];
   __m256i hv[kBatch], nv[kBatch];
@@ -644,7 +666,8 @@ void QuantizeRowsT(const QuantizeArgs& a, int64_t row_begin, int64_t row_end,
         const uint32_t nfm =
             static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(nf)));
         non_finite |= nfm << (8 * h);
-        bad |= (nfm | DeriveGroups8<kIn, kSym>(b, qmax, a.scale_dtype, &bp, h))
+        bad |= (nfm | DeriveGroups8<kIn, kSym>(b, qmax, a.scale_dtype, cap_bits,
+                                               &bp, h))
                << (8 * h);
       }
       bad &= (1u << nb) - 1u;

@@ -300,17 +300,23 @@ inline double SumDoubleLanes(const __m512d* d) {
 }
 
 // The clamped code value of 16 elements, as float (an integer value).
-template <bool kSym>
+//
+// kClamp = false (symmetric groups whose scale was not capped): the scalar
+// clamp never binds, so it is left out. The scale is at least absmax / qmax
+// (rounded up from a double quotient, relative error <= 2^-53) and
+// inv = 1/scale and x * inv each add at most one float rounding, so
+// |x * inv| <= qmax * (1 + 2^-22) < qmax + 1/2 and rounds to at most qmax.
+// A capped scale (common.h) is below absmax / qmax, by up to one part in 2^7
+// (BF16), so 127 * (1 + 2^-7) can round to 128: those groups, and every
+// asymmetric group, take the clamp (kClamp = true). The equivalence suites
+// check both against scalar.cc.
+template <bool kSym, bool kClamp>
 inline __m512 QuantizeVec(__m512 x, const VecParams& p) {
+  static_assert(kSym || kClamp, "asymmetric codes are always clamped");
   __m512 q = _mm512_roundscale_ps(
       _mm512_mul_ps(x, p.inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  // Symmetric: the scalar clamp never binds, so it is left out. The scale is
-  // at least absmax / qmax (rounded up from a double quotient, relative error
-  // <= 2^-53) and inv = 1/scale and x * inv each add at most one float
-  // rounding, so |x * inv| <= qmax * (1 + 2^-22) < qmax + 1/2 and rounds to
-  // at most qmax. The equivalence suite checks this against scalar.cc.
-  if constexpr (kSym) return q;
-  q = _mm512_add_ps(q, p.zp);
+  if constexpr (!kClamp) return q;
+  if constexpr (!kSym) q = _mm512_add_ps(q, p.zp);
   // As the scalar `q < lo ? lo : q` then `q > hi ? hi : q`.
   q = _mm512_max_ps(p.lo, q);
   return _mm512_min_ps(p.hi, q);
@@ -319,17 +325,18 @@ inline __m512 QuantizeVec(__m512 x, const VecParams& p) {
 // The same codes computed in the integer domain, one instruction shorter:
 // VCVTPS2DQ with embedded round-to-nearest-even ({rn-sae}, MXCSR untouched)
 // is ROUNDSCALE followed by an exact conversion, and every rounded value is
-// an integer of magnitude at most qmax (the scale is at least absmax / qmax,
-// (hi - lo) / qmax when asymmetric), so adding the zero point (<= qmax) and
-// clamping (max then min) give the same integers in int32 as in float.
+// an integer of magnitude at most qmax + 1 (the scale is at least
+// absmax / qmax, (hi - lo) / qmax when asymmetric, or capped just below it),
+// so adding the zero point (<= qmax) and clamping (max then min) give the
+// same integers in int32 as in float.
 // Measured 12% faster on F16 -> INT4-g128. Used when no metric needs the
 // float level; the metrics path keeps the float sequence of scalar.cc.
-template <bool kSym>
+template <bool kSym, bool kClamp>
 inline __m512i QuantizeVecInt(__m512 x, const VecParams& p) {
   __m512i q = _mm512_cvt_roundps_epi32(
       _mm512_mul_ps(x, p.inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  if constexpr (kSym) return q;  // the clamp never binds (see QuantizeVec)
-  q = _mm512_add_epi32(q, p.zp_i);
+  if constexpr (!kClamp) return q;  // cannot bind (see QuantizeVec)
+  if constexpr (!kSym) q = _mm512_add_epi32(q, p.zp_i);
   q = _mm512_max_epi32(p.lo_i, q);
   return _mm512_min_epi32(p.hi_i, q);
 }
@@ -345,8 +352,8 @@ inline __m512i PackOrder() {
 // 16). kMasked: only the first n elements exist (n < 16 * kVecs); the rest
 // are loaded as 0 and not stored. Metric lanes see the vectors in column
 // order.
-template <DType kIn, int kBits, bool kSym, bool kMetrics, int kVecs,
-          bool kMasked>
+template <DType kIn, int kBits, bool kSym, bool kClamp, bool kMetrics,
+          int kVecs, bool kMasked>
 inline void QuantizeChunk(const void* row, int64_t j, int64_t n, uint8_t* codes,
                           const VecParams& p, MetricLanes& m) {
   __m512 x[4], q[4];
@@ -360,11 +367,11 @@ inline void QuantizeChunk(const void* row, int64_t j, int64_t n, uint8_t* codes,
   for (int v = 0; v < kVecs; ++v) {
     x[v] = LoadX<kIn, kMasked>(row, j + 16 * v, n - 16 * v);
     if constexpr (kMetrics) {
-      q[v] = QuantizeVec<kSym>(x[v], p);
+      q[v] = QuantizeVec<kSym, kClamp>(x[v], p);
       // q is an integer value in range: truncation is exact.
       c[v] = _mm512_cvttps_epi32(q[v]);
     } else {
-      c[v] = QuantizeVecInt<kSym>(x[v], p);
+      c[v] = QuantizeVecInt<kSym, kClamp>(x[v], p);
     }
   }
   for (int v = kVecs; v < 4; ++v) c[v] = _mm512_setzero_si512();
@@ -427,21 +434,36 @@ inline void QuantizeChunk(const void* row, int64_t j, int64_t n, uint8_t* codes,
 }
 
 // Columns [j0, j1) of one group, j0 a multiple of 16.
-template <DType kIn, int kBits, bool kSym, bool kMetrics>
-inline void QuantizeSpan(const void* row, int64_t j0, int64_t j1,
-                         uint8_t* codes, const VecParams& p, MetricLanes& m) {
+template <DType kIn, int kBits, bool kSym, bool kClamp, bool kMetrics>
+inline void QuantizeSpanT(const void* row, int64_t j0, int64_t j1,
+                          uint8_t* codes, const VecParams& p, MetricLanes& m) {
   int64_t j = j0;
   for (; j + 64 <= j1; j += 64)
-    QuantizeChunk<kIn, kBits, kSym, kMetrics, 4, false>(row, j, 64, codes, p,
-                                                        m);
+    QuantizeChunk<kIn, kBits, kSym, kClamp, kMetrics, 4, false>(row, j, 64,
+                                                                codes, p, m);
   if (j + 32 <= j1) {
-    QuantizeChunk<kIn, kBits, kSym, kMetrics, 2, false>(row, j, 32, codes, p,
-                                                        m);
+    QuantizeChunk<kIn, kBits, kSym, kClamp, kMetrics, 2, false>(row, j, 32,
+                                                                codes, p, m);
     j += 32;
   }
   if (j < j1)
-    QuantizeChunk<kIn, kBits, kSym, kMetrics, 2, true>(row, j, j1 - j, codes, p,
+    QuantizeChunk<kIn, kBits, kSym, kClamp, kMetrics, 2, true>(row, j, j1 - j,
+                                                               codes, p, m);
+}
+
+// The same with the code clamp chosen per group: `capped` (a symmetric group
+// whose scale the cap of common.h stepped down) takes the clamped variant.
+template <DType kIn, int kBits, bool kSym, bool kMetrics>
+inline void QuantizeSpan(bool capped, const void* row, int64_t j0, int64_t j1,
+                         uint8_t* codes, const VecParams& p, MetricLanes& m) {
+  if constexpr (kSym) {
+    if (!capped) {
+      QuantizeSpanT<kIn, kBits, kSym, false, kMetrics>(row, j0, j1, codes, p,
                                                        m);
+      return;
+    }
+  }
+  QuantizeSpanT<kIn, kBits, kSym, true, kMetrics>(row, j0, j1, codes, p, m);
 }
 
 // ---------------------------------------------------------------------------
@@ -590,21 +612,26 @@ inline __mmask16 DeriveAsymmetricX16(__m512i nbits, __m512i hbits, int qmax,
   return overflow & nz;
 }
 
-// The same through the shared scalar functions, for the first nb lanes.
+// The shared scalar functions for the lanes in `lanes`: their parameters
+// replace those lanes of bp and their verdicts those bits of `overflow`,
+// which is returned. Out of line and cold: with kVectorDerive only groups
+// next to the scale dtype's limit come here.
 template <DType kIn, bool kSym>
-inline __mmask16 DeriveScalarX16(const BatchBits& b, int nb, int qmax,
-                                 DType sdt, BatchParams* bp) {
+__attribute__((noinline, cold)) __mmask16 DeriveScalarLanesX16(
+    const BatchBits& b, __mmask16 lanes, __mmask16 overflow, int qmax,
+    DType sdt, BatchParams* bp) {
   alignas(64) uint32_t hi[kBatchGroups], neg[kBatchGroups];
   _mm512_store_si512(hi, b.hi);
   _mm512_store_si512(neg, b.neg);
-  __mmask16 overflow = 0;
-  for (int k = 0; k < nb; ++k) {
+  for (uint32_t l = lanes; l != 0; l &= l - 1) {
+    const int k = __builtin_ctz(l);
     GroupParams gp{0.0f, 0.0f, 0.0f, 0};
     const bool fits =
         kSym ? DeriveSymmetric(MagnitudeToFloat(hi[k], kIn), qmax, sdt, &gp)
              : DeriveAsymmetric(-MagnitudeToFloat(neg[k], kIn),
                                 MagnitudeToFloat(hi[k], kIn), qmax, sdt, &gp);
-    if (!fits) overflow = static_cast<__mmask16>(overflow | (1u << k));
+    overflow = static_cast<__mmask16>(fits ? overflow & ~(1u << k)
+                                           : overflow | (1u << k));
     bp->scale[k] = gp.scale;
     bp->inv[k] = gp.inv;
     bp->zp[k] = gp.zp;
@@ -613,15 +640,41 @@ inline __mmask16 DeriveScalarX16(const BatchBits& b, int nb, int qmax,
   return overflow;
 }
 
+// Parameters of the first nb groups of a batch into bp; returns the lanes
+// whose scale overflows. The vector code computes the plain round-up of
+// DeriveSymmetric / DeriveAsymmetric; the lanes whose rounded-up scale is
+// above cap_bits (CapScaleBits: only those can be capped or refused by the
+// scale cap of common.h) or that overflow are derived again by the scalar
+// functions, so the cap is written once, in common.h. *capped gets those
+// lanes that fit (their scale may be below absmax / qmax: pass 2 clamps).
+// Lanes of non_finite fail before their parameters matter and are skipped.
 template <DType kIn, bool kSym>
-inline __mmask16 DeriveBatch(const BatchBits& b, int nb, int qmax, DType sdt,
-                             BatchParams* bp) {
+inline __mmask16 DeriveBatch(const BatchBits& b, int nb, __mmask16 non_finite,
+                             int qmax, DType sdt, uint32_t cap_bits,
+                             BatchParams* bp, __mmask16* capped) {
+  const __mmask16 live = static_cast<__mmask16>(Mask16(nb) & ~non_finite);
   if constexpr (!kVectorDerive) {
-    return DeriveScalarX16<kIn, kSym>(b, nb, qmax, sdt, bp);
-  } else if constexpr (kSym) {
-    return DeriveSymmetricX16<kIn>(b.hi, qmax, sdt, bp);
+    const __mmask16 overflow =
+        DeriveScalarLanesX16<kIn, kSym>(b, live, 0, qmax, sdt, bp);
+    *capped = static_cast<__mmask16>(live & ~overflow);
+    return overflow;
   } else {
-    return DeriveAsymmetricX16<kIn>(b.neg, b.hi, qmax, sdt, bp);
+    const __mmask16 overflow =
+        kSym ? DeriveSymmetricX16<kIn>(b.hi, qmax, sdt, bp)
+             : DeriveAsymmetricX16<kIn>(b.neg, b.hi, qmax, sdt, bp);
+    const __mmask16 slow = static_cast<__mmask16>(
+        (overflow | _mm512_cmpgt_epu32_mask(
+                        _mm512_load_si512(bp->bits),
+                        _mm512_set1_epi32(static_cast<int32_t>(cap_bits)))) &
+        live);
+    if (__builtin_expect(slow == 0, 1)) {
+      *capped = 0;
+      return overflow;
+    }
+    const __mmask16 result =
+        DeriveScalarLanesX16<kIn, kSym>(b, slow, overflow, qmax, sdt, bp);
+    *capped = static_cast<__mmask16>(slow & ~result);
+    return result;
   }
 }
 
@@ -666,6 +719,7 @@ void QuantizeRowsT(const QuantizeArgs& a, int64_t row_begin, int64_t row_end,
   const bool aligned_groups = kFlushCols % a.group == 0;
   const __m512i non_finite_bits =
       _mm512_set1_epi32(static_cast<int32_t>(NonFiniteBits(kIn)));
+  const uint32_t cap_bits = CapScaleBits(qmax, a.scale_dtype);
   for (int64_t r = row_begin; r < row_end; ++r) {
     RowOutcome& o = outcomes[r - row_begin];
     o = RowOutcome{0.0, 0.0, 0.0, 0.0f, kRowOk, -1};
@@ -683,10 +737,12 @@ void QuantizeRowsT(const QuantizeArgs& a, int64_t row_begin, int64_t row_end,
       const BatchBits b = ScanBatch<kIn, kSym>(row, g0 * a.group, a.group, nb);
       const __mmask16 non_finite = _mm512_cmpge_epu32_mask(
           _mm512_max_epu32(b.hi, b.neg), non_finite_bits);
+      __mmask16 capped = 0;
       const uint32_t bad =
-          static_cast<uint32_t>(
-              non_finite |
-              DeriveBatch<kIn, kSym>(b, nb, qmax, a.scale_dtype, &bp)) &
+          static_cast<uint32_t>(non_finite |
+                                DeriveBatch<kIn, kSym>(b, nb, non_finite, qmax,
+                                                       a.scale_dtype, cap_bits,
+                                                       &bp, &capped)) &
           Mask16(nb);
       if (bad != 0) {
         const int k = __builtin_ctz(bad);
@@ -709,9 +765,11 @@ void QuantizeRowsT(const QuantizeArgs& a, int64_t row_begin, int64_t row_end,
         p.zp = _mm512_set1_ps(bp.zp[k]);
         p.zp_i = _mm512_set1_epi32(static_cast<int32_t>(bp.zp[k]));
         p.scale = _mm512_set1_ps(bp.scale[k]);
+        const bool clamp = (capped >> k) & 1u;
         if constexpr (kMetrics) {
           if (aligned_groups) {
-            QuantizeSpan<kIn, kBits, kSym, true>(row, c0, c1, codes, p, m);
+            QuantizeSpan<kIn, kBits, kSym, true>(clamp, row, c0, c1, codes, p,
+                                                 m);
             if ((c1 & (kFlushCols - 1)) == 0) m.Flush();
           } else {
             // Flush after every column 255 mod 256.
@@ -719,13 +777,15 @@ void QuantizeRowsT(const QuantizeArgs& a, int64_t row_begin, int64_t row_end,
             while (j < c1) {
               const int64_t end = (j | (kFlushCols - 1)) + 1;
               const int64_t stop = end < c1 ? end : c1;
-              QuantizeSpan<kIn, kBits, kSym, true>(row, j, stop, codes, p, m);
+              QuantizeSpan<kIn, kBits, kSym, true>(clamp, row, j, stop, codes,
+                                                   p, m);
               if (stop == end) m.Flush();
               j = stop;
             }
           }
         } else {
-          QuantizeSpan<kIn, kBits, kSym, false>(row, c0, c1, codes, p, m);
+          QuantizeSpan<kIn, kBits, kSym, false>(clamp, row, c0, c1, codes, p,
+                                                m);
         }
       }
     }

@@ -169,7 +169,135 @@ static inline bool RoundScaleUp(double v, DType dt, float* value,
   return true;
 }
 
-// Symmetric: scale = absmax / qmax rounded up. False on scale overflow.
+// ---------------------------------------------------------------------------
+// The scale cap: every code decodes to a finite value in the scale dtype.
+//
+// compressed-tensors (and vLLM, which loads its checkpoints) dequantize as
+// (q - zp) * scale IN THE SCALE'S DTYPE: q - zp is cast to that dtype
+// (exact: |q - zp| <= 255) and the product is rounded to it. A scale rounded
+// up from absmax / qmax can make that product overflow for the largest code:
+// absmax 65504 (F16's largest) gives 65504 / 127 -> 516 in F16, and
+// 127 * 516 = 65532 rounds to +Inf in F16 (INT4: 65504 / 7 -> 9360,
+// 7 * 9360 = 65520 -> +Inf). The rule for nibble's INT8 / INT4 schemes (the
+// GGML family below follows ggml instead and is not affected):
+//
+//  1. The scale is rounded up as always: s = the smallest value of the dtype
+//     >= absmax / qmax (symmetric) or range / qmax (asymmetric); the zero
+//     point is round(-min(lo, 0) / s) clamped to [0, qmax]. A scale that
+//     rounds up to Inf is a scale overflow (kScaleOverflow), as before.
+//  2. Let m be the largest |q - zp| any code q of the format gives: qmax
+//     when symmetric, max(zp, qmax - zp) when asymmetric. Nothing changes
+//     while m * s <= MaxFinite, the dtype's largest finite value (the
+//     product is exact in double: s has <= 24 significant bits, m <= 255).
+//     Otherwise the group is capped:
+//     - symmetric: s becomes the largest value of the dtype with
+//       qmax * s <= MaxFinite (LargestScaleWithin);
+//     - asymmetric: every zero point z in [0, qmax] is tried with the largest
+//       scale that fits it, min(s, LargestScaleWithin(max(z, qmax - z))),
+//       and the pair whose two extremes (min(lo, 0) and max(hi, 0), taken at
+//       most +-MaxFinite) decode closest, as the kernels compute them, wins
+//       (the smallest z on ties). Keeping the nearest zero point of the
+//       smaller scale instead can cost the far end a whole extra step; a
+//       neighbouring zero point (with its own m and scale) avoids it.
+//  3. A capped group is a scale overflow when a magnitude exceeds
+//     MaxFinite + s (beyond the dtype by more than a step), or, asymmetric,
+//     when its best extremes still decode more than one step away. Nothing
+//     is clipped by more than a step beyond what the dtype can hold.
+//
+// After this every code the format can hold -- not only those the group
+// uses -- has |(q - zp) * s| <= MaxFinite exactly, so the product is finite
+// in the scale dtype under any rounding, in F32 and in F16 / BF16 arithmetic.
+// The kernels' clamp of the codes to [-qmax, qmax] / [0, qmax] takes the
+// elements that land just beyond the last code (x * inv up to about
+// qmax * (1 + 2^-7) for BF16 scales, 2^-10 for F16).
+//
+// What it costs. Step 2 changes a group only when m * s > MaxFinite, which
+// needs a range of about MaxFinite or more: ordinary data keeps the exact
+// bytes of the plain round-up. A capped symmetric group loses less than qmax
+// ulps of s at a magnitude MaxFinite (MaxFinite - qmax * s < qmax * ulp(s)):
+// at most 1/8 step with F16 scales, 1/2 with BF16, so every element, taken at
+// most +-MaxFinite, stays within half a step. A capped asymmetric group keeps
+// its elements within one step of themselves (taken at most +-MaxFinite),
+// the bound an asymmetric group has anyway from rounding its zero point
+// (checked on millions of random (lo, hi) pairs per dtype and qmax and on
+// every pair from F16's and BF16's top binades: none refused within
+// +-MaxFinite, the worst extreme exactly one step away). A value beyond
+// +-MaxFinite (only from F32 input, or BF16 input with F16 scales: BF16
+// rounds 65504 to 65536) adds its excess, at most a step; step 3 refuses the
+// rest (with F16 scales: above 65504 + s, about 65760 to 74856 depending on
+// the scheme), which would decode to +-Inf in that dtype without the cap.
+//
+// Why step the scale down rather than keep the rounded-up scale and clamp
+// the codes to those that stay finite: for a one-signed group ([0, 65504]
+// in F16, the common case) the clamp loses a whole step at the top, whereas
+// the smaller scale moves the top level by m * (s_up - s), m ulps of s (1/8
+// step for F16 INT8); groups spanning +-MaxFinite cost about one step at one
+// end either way. Stepping down also keeps the guarantee for every code the
+// format holds, and keeps the kernels' code clamp a constant, so the SIMD
+// paths change only in which groups they hand to these functions (see
+// CapScaleBits).
+
+static inline float ScaleBitsToFloat(uint32_t bits, DType dt) {
+  switch (dt) {
+    case DType::kF16:
+      return HalfBitsToFloat(static_cast<uint16_t>(bits));
+    case DType::kBF16:
+      return Bf16BitsToFloat(static_cast<uint16_t>(bits));
+    case DType::kF32:
+      break;
+  }
+  return BitsFloat(bits);
+}
+
+// The largest value s of dt with m * s <= MaxFinite(dt), for 1 <= m <= 255.
+// RoundScaleUp of the double quotient is at most one step above it (no
+// double lies strictly between MaxFinite / m and its nearest double), and
+// m * s is exact in double.
+static inline void LargestScaleWithin(int m, DType dt, float* value,
+                                      uint32_t* bits) {
+  const double limit = static_cast<double>(MaxFinite(dt));
+  float v = 0.0f;
+  uint32_t b = 0;
+  RoundScaleUp(limit / m, dt, &v, &b);  // finite: limit / m <= limit
+  while (static_cast<double>(v) * m > limit) {
+    --b;  // the next smaller positive value
+    v = ScaleBitsToFloat(b, dt);
+  }
+  *value = v;
+  *bits = b;
+}
+
+// Scale bits above which a group may be capped or refused by steps 2-3 (the
+// bits of LargestScaleWithin(qmax): m <= qmax). The SIMD paths derive every
+// group with their vector code (the plain round-up of step 1) and hand the
+// lanes with larger bits, or an overflow, to DeriveSymmetric /
+// DeriveAsymmetric, so that the cap is this scalar code alone; all other
+// lanes are byte-identical to it by construction.
+static inline uint32_t CapScaleBits(int qmax, DType dt) {
+  float v;
+  uint32_t b;
+  LargestScaleWithin(qmax, dt, &v, &b);
+  return b;
+}
+
+// Steps 2-3 for a symmetric group whose rounded-up scale breaks the cap
+// (p holds it). Out of line and cold, like CapAsymmetric: ordinary groups
+// never get here, and the kernels' per-group code stays small.
+static inline __attribute__((noinline, cold)) bool CapSymmetric(
+    float absmax, int qmax, DType scale_dtype, GroupParams* p) {
+  LargestScaleWithin(qmax, scale_dtype, &p->scale, &p->scale_bits);
+  // Step 3. A magnitude up to MaxFinite is always reached to within half a
+  // step (see above); beyond it, by at most one more.
+  if (static_cast<double>(absmax) >
+      static_cast<double>(MaxFinite(scale_dtype)) +
+          static_cast<double>(p->scale))
+    return false;
+  p->inv = 1.0f / p->scale;
+  return true;
+}
+
+// Symmetric: scale = absmax / qmax rounded up, capped as above. False on
+// scale overflow.
 static inline bool DeriveSymmetric(float absmax, int qmax, DType scale_dtype,
                                    GroupParams* p) {
   p->zp = 0.0f;
@@ -182,11 +310,66 @@ static inline bool DeriveSymmetric(float absmax, int qmax, DType scale_dtype,
   if (!RoundScaleUp(static_cast<double>(absmax) / qmax, scale_dtype, &p->scale,
                     &p->scale_bits))
     return false;
+  if (static_cast<double>(p->scale) * qmax >
+      static_cast<double>(MaxFinite(scale_dtype)))
+    return CapSymmetric(absmax, qmax, scale_dtype, p);
   p->inv = 1.0f / p->scale;
   return true;
 }
 
-// Asymmetric over [min(lo, 0), max(hi, 0)]. False on scale overflow.
+// |dequantized - x| of an asymmetric group's element x, with the kernels'
+// float operations (round x * inv to nearest even, add zp, clamp to
+// [0, qmax]); the dequantized value (q - zp) * s is exact in double.
+static inline double AsymmetricError(float x, float zp, float s, float inv,
+                                     int qmax) {
+  float q = std::nearbyint(x * inv) + zp;
+  q = q < 0.0f ? 0.0f : q;
+  q = q > static_cast<float>(qmax) ? static_cast<float>(qmax) : q;
+  return std::fabs(static_cast<double>(q - zp) * s - static_cast<double>(x));
+}
+
+// Steps 2-3 for an asymmetric group over [l, h] (l <= 0 <= h) whose
+// rounded-up scale (in p) breaks the cap with its nearest zero point. Every
+// zero point z is tried with the largest scale that fits it (the rounded-up
+// one, or LargestScaleWithin(max(z, qmax - z))), and the one whose two
+// extremes decode closest wins (the first on ties): the nearest zero point
+// of the capped scale can cost the other end a whole step, which a
+// neighbouring zero point (and its m) avoids. At most 256 tries, for groups
+// whose range is about MaxFinite or more only.
+static inline __attribute__((noinline, cold)) bool CapAsymmetric(
+    double l, double h, int qmax, DType scale_dtype, GroupParams* p) {
+  const double limit = static_cast<double>(MaxFinite(scale_dtype));
+  const float up = p->scale;
+  const uint32_t up_bits = p->scale_bits;
+  // The extremes as the dtype can hold them at best (step 3).
+  const float lo_x = static_cast<float>(l < -limit ? -limit : l);
+  const float hi_x = static_cast<float>(h > limit ? limit : h);
+  double best = std::numeric_limits<double>::infinity();
+  for (int z = 0; z <= qmax; ++z) {
+    const int mz = z > qmax - z ? z : qmax - z;
+    float sz = up;
+    uint32_t bz = up_bits;
+    if (static_cast<double>(up) * mz > limit)
+      LargestScaleWithin(mz, scale_dtype, &sz, &bz);
+    const float inv = 1.0f / sz;
+    const float zf = static_cast<float>(z);
+    const double e0 = AsymmetricError(lo_x, zf, sz, inv, qmax);
+    const double e1 = AsymmetricError(hi_x, zf, sz, inv, qmax);
+    const double e = e0 > e1 ? e0 : e1;
+    if (e < best) {
+      best = e;
+      p->scale = sz;
+      p->scale_bits = bz;
+      p->inv = inv;
+      p->zp = zf;
+    }
+  }
+  const double reach = limit + static_cast<double>(p->scale);
+  return best <= static_cast<double>(p->scale) && -l <= reach && h <= reach;
+}
+
+// Asymmetric over [min(lo, 0), max(hi, 0)], capped as above. False on scale
+// overflow.
 static inline bool DeriveAsymmetric(float lo, float hi, int qmax,
                                     DType scale_dtype, GroupParams* p) {
   const double l = lo < 0.0f ? static_cast<double>(lo) : 0.0;
@@ -205,6 +388,11 @@ static inline bool DeriveAsymmetric(float lo, float hi, int qmax,
   float zp = std::nearbyint(static_cast<float>(-l) * p->inv);
   if (zp < 0.0f) zp = 0.0f;
   if (zp > static_cast<float>(qmax)) zp = static_cast<float>(qmax);
+  // The largest |code - zp| is max(zp, qmax - zp).
+  const float m = zp > qmax - zp ? zp : qmax - zp;
+  if (static_cast<double>(p->scale) * m >
+      static_cast<double>(MaxFinite(scale_dtype)))
+    return CapAsymmetric(l, h, qmax, scale_dtype, p);
   p->zp = zp;
   return true;
 }
