@@ -4,7 +4,7 @@
 Each run is started on a checkpoint big enough to take seconds on the scalar
 path with one thread (8 x [4096, 4096] F16 = 256 MiB: about 4 s for convert and
 2.5 s for dequant to F32 on the 2-core development machine), and signalled as
-soon as its temporary directory `.OUT.nibble-tmp-PID` appears (polled every
+soon as its temporary directory `.OUT.nibble-tmp-PID-*` appears (polled every
 5 ms) or once the first output file exists inside it. Expected: exit 128 +
 signal (130 / 143), nothing under OUT, no temporary left next to it, the input
 byte for byte unchanged. A double SIGINT sent back to back takes the immediate
@@ -82,13 +82,18 @@ def leftovers(parent: Path) -> List[str]:
                   if "nibble-tmp" in p.name or "nibble-old" in p.name)
 
 
-def wait_for(proc: subprocess.Popen, path: Path, err: Path, inside: bool) -> None:
-    """Polls every 5 ms until `path` exists (and, if `inside`, holds an entry);
-    fails if nibble exits first."""
+def wait_for(proc: subprocess.Popen, pattern: Path, err: Path, inside: bool) -> None:
+    """Polls every 5 ms until a directory matching the glob `pattern` exists
+    (and, if `inside`, holds an entry); fails if nibble exits first."""
     t0 = time.monotonic()
+    path = pattern
     while True:
-        if path.is_dir() and (not inside or any(path.iterdir())):
-            return
+        for path in sorted(pattern.parent.glob(pattern.name)):
+            try:
+                if path.is_dir() and (not inside or any(path.iterdir())):
+                    return
+            except FileNotFoundError:
+                pass
         rc = proc.poll()
         if rc is not None:
             pytest.fail(f"nibble exited (rc {rc}) before it could be signalled: the checkpoint "
@@ -143,7 +148,7 @@ def test_interrupted(command, mode, checkpoints, tmp_path):
     with open(err, "wb") as ef, open(tmp_path / "stdout.txt", "wb") as of:
         proc = subprocess.Popen([NIBBLE, *args], stdout=of, stderr=ef)
     try:
-        temp = tmp_path / f".out.nibble-tmp-{proc.pid}"
+        temp = tmp_path / f".out.nibble-tmp-{proc.pid}-*"
         # SIGTERM as soon as the directory exists; the others once a partial
         # output file is inside it.
         wait_for(proc, temp, err, inside=mode != "SIGTERM")
@@ -184,7 +189,7 @@ def test_interrupted(command, mode, checkpoints, tmp_path):
 # exists, then resumes it with SIGTERM: the earliest moment a Ctrl-C or a kill
 # can find the directory. Deterministic, unlike a race from outside.
 GDB_SCRIPT = r"""
-import gdb, os
+import gdb, glob, os
 gdb.execute("set startup-with-shell off")
 gdb.execute("handle SIGTERM nostop noprint pass")
 gdb.execute("catch syscall mkdir mkdirat")
@@ -194,7 +199,7 @@ while True:
     if pid == 0:
         print("NIBBLE-TEST: exited before the temporary directory appeared")
         break
-    if os.path.isdir(os.path.join(PARENT, ".out.nibble-tmp-%d" % pid)):
+    if glob.glob(os.path.join(PARENT, ".out.nibble-tmp-%d-*" % pid)):
         gdb.execute("delete")
         gdb.execute("signal SIGTERM")
         break

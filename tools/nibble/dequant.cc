@@ -592,6 +592,11 @@ int Dequant(const DequantOptions& o) {
                        buf.scheme, view, exec),
             L.packed.Where());
       write_spec(k, w.data());
+      // The layer's input pages go, as for every other tensor: the
+      // resident set stays near one layer, not the checkpoint.
+      for (const Source* part : {&L.packed, &L.scale, &L.zero_point, &L.shape})
+        if (part->info != nullptr)
+          ReleasePages(part->Data(), part->info->byte_size());
       continue;
     }
     const io::TensorInfo& t = *item.src.info;
@@ -669,7 +674,7 @@ CLI::App* AddDequantCommand(CLI::App* app, DequantOptions* o) {
       "are converted to --dtype (round to nearest even), integer and other "
       "tensors are copied unchanged. config.json is copied without "
       "quantization_config, the other files unchanged.\nOutput is written to "
-      ".OUT.nibble-tmp-PID next to OUT and renamed at the end.\n");
+      ".OUT.nibble-tmp-PID-RANDOM next to OUT and renamed at the end.\n");
   return cmd;
 }
 

@@ -15,9 +15,11 @@
 #include <cctype>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <random>
 #include <sstream>
 #include <system_error>
 
@@ -188,17 +190,29 @@ OutputDir CheckOutputDir(const std::string& output, const std::string& input,
 }
 
 fs::path CreateTempDirFor(const fs::path& out) {
-  const fs::path tmp_path =
-      out.parent_path() / ("." + out.filename().string() + ".nibble-tmp-" +
-                           std::to_string(::getpid()));
-  // Handlers first: a signal from here on removes the directory (or, before
-  // it exists, stops the run at its next check), so none is left behind.
-  InstallInterruptHandlers(tmp_path);
+  // ".NAME.nibble-tmp-PID-<16 hex digits>": the random part keeps a
+  // directory left by a killed run (SIGKILL, OOM) of a process that had the
+  // same PID, as in containers, from blocking this one. A name that exists
+  // is never reused: another random part is drawn.
+  std::random_device rd;
   std::error_code ec;
-  if (!fs::create_directory(tmp_path, ec) || ec)
-    IoError("cannot create '" + tmp_path.string() +
-            "': " + (ec ? ec.message() : std::string("it exists")));
-  return tmp_path;
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    const uint64_t r = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+    char suffix[17];
+    std::snprintf(suffix, sizeof suffix, "%016llx",
+                  static_cast<unsigned long long>(r));
+    const fs::path tmp_path =
+        out.parent_path() / ("." + out.filename().string() + ".nibble-tmp-" +
+                             std::to_string(::getpid()) + "-" + suffix);
+    // Handlers first: a signal from here on removes the directory (or,
+    // before it exists, stops the run at its next check), so none is left
+    // behind.
+    InstallInterruptHandlers(tmp_path);
+    if (fs::create_directory(tmp_path, ec) && !ec) return tmp_path;
+    if (ec) IoError("cannot create '" + tmp_path.string() + "': " + ec.message());
+  }
+  IoError("cannot create a temporary directory next to '" + out.string() +
+          "': 16 names taken");
 }
 
 void CopySideFiles(const io::Checkpoint& ckpt, const fs::path& in_root,
@@ -357,6 +371,10 @@ void InstallInterruptHandlers(const fs::path& temp_dir) {
   }
   std::signal(SIGINT, OnInterrupt);
   std::signal(SIGTERM, OnInterrupt);
+  // Past a file size limit (ulimit -f) a write fails with EFBIG, reported
+  // and cleaned up like any write error, instead of killing the process
+  // and leaving the temporary behind.
+  std::signal(SIGXFSZ, SIG_IGN);
   InstallFaultHandler();
 }
 

@@ -99,7 +99,7 @@ struct OutputDir {
 OutputDir CheckOutputDir(const std::string& output, const std::string& input,
                          const io::Checkpoint& ckpt, bool force);
 
-// Creates the temporary directory ".NAME.nibble-tmp-PID" next to `out`,
+// Creates the temporary directory ".NAME.nibble-tmp-PID-RANDOM" next to `out`,
 // installing the interrupt handlers for it (InstallInterruptHandlers)
 // before the directory exists, so that no signal can leave it behind.
 std::filesystem::path CreateTempDirFor(const std::filesystem::path& out);
