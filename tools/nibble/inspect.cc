@@ -605,6 +605,24 @@ void ReadConfigJson(const fs::path& path, KvCache* kv, std::string* arch) {
                                kv->head_dim_k + kv->head_dim_v, where_cfg);
 }
 
+// The attention shape of a safetensors checkpoint: the config.json of its
+// model directory, if it has one.
+void ReadCheckpointShape(const io::Checkpoint& ckpt, KvCache* kv,
+                         std::string* arch) {
+  bool have_config = false;
+  if (ckpt.layout() != io::Checkpoint::Layout::kFile)
+    for (const std::string& name : ckpt.other_files())
+      have_config = have_config || name == "config.json";
+  if (have_config) {
+    ReadConfigJson(fs::path(ckpt.directory()) / "config.json", kv, arch);
+  } else {
+    kv->why_unknown =
+        ckpt.layout() == io::Checkpoint::Layout::kFile
+            ? "no config.json read (give the model directory to use it)"
+            : "the model directory has no config.json";
+  }
+}
+
 // ---------------------------------------------------------------------------
 // The attention shape: GGUF metadata.
 
@@ -810,8 +828,7 @@ Model Load(const InspectOptions& o) {
       if (info.byte_size() > static_cast<uint64_t>(INT64_MAX))
         Overflow("tensor '" + EscapeForTerminal(info.name) + "'");
       t.bytes = static_cast<int64_t>(info.byte_size());
-      const bool integer =
-          t.dtype[0] == 'I' || t.dtype[0] == 'U' || t.dtype == "BOOL";
+      const bool integer = IsBufferDType(t.dtype);
       t.castable = IsQuantizableDType(t.dtype, &t.kernel_dtype);
       t.cls = Classify(t.name, t.dims.size(), integer, false);
       packed = packed || EndsWith(t.name, ".weight_packed");
@@ -825,19 +842,7 @@ Model Load(const InspectOptions& o) {
     Summarize(&m);
     AddStoredAndCastRows(&m);
     AddSafetensorsRows(&m);
-    bool have_config = false;
-    if (ckpt->layout() != io::Checkpoint::Layout::kFile)
-      for (const std::string& name : ckpt->other_files())
-        have_config = have_config || name == "config.json";
-    if (have_config) {
-      ReadConfigJson(fs::path(ckpt->directory()) / "config.json", &m.kv,
-                     &m.architecture);
-    } else {
-      m.kv.why_unknown =
-          ckpt->layout() == io::Checkpoint::Layout::kFile
-              ? "no config.json read (give the model directory to use it)"
-              : "the model directory has no config.json";
-    }
+    ReadCheckpointShape(*ckpt, &m.kv, &m.architecture);
   }
   FinishKv(o, &m.kv);
   Estimate(&m);
@@ -1213,30 +1218,12 @@ std::string Table(const Model& m, const InspectOptions& o, const Fit& fit) {
   return out;
 }
 
-uint64_t ParseGpu(const std::string& text) {
-  try {
-    return ParseSize(text);
-  } catch (const ToolError& e) {
-    // ParseSize names --max-shard-size; say --gpu.
-    std::string msg = e.what();
-    const std::string from = "--max-shard-size";
-    if (StartsWith(msg, from)) msg = "--gpu" + msg.substr(from.size());
-    UsageError(msg);
-  }
-}
-
 int Inspect(const InspectOptions& o) {
-  if (o.context && (*o.context < 1 || *o.context > kMaxContext))
-    UsageError("--context must be between 1 and " +
-               std::to_string(kMaxContext) + ", got " +
-               std::to_string(*o.context));
-  if (o.batch < 1 || o.batch > kMaxBatch)
-    UsageError("--batch must be between 1 and " + std::to_string(kMaxBatch) +
-               ", got " + std::to_string(o.batch));
+  CheckKvOptions(o.context, o.batch);
   if (o.top < 0) UsageError("--top must not be negative");
   Fit fit;
   if (!o.gpu.empty()) {
-    const uint64_t b = ParseGpu(o.gpu);
+    const uint64_t b = ParseSizeOption("--gpu", o.gpu);
     fit.given = true;
     fit.text = o.gpu;
     fit.bytes = static_cast<int64_t>(b);  // ParseSize caps at 9e18
@@ -1337,6 +1324,58 @@ CLI::App* AddInspectCommand(CLI::App* app, InspectOptions* o) {
 
 int RunInspect(const InspectOptions& o, std::string* error) {
   return RunReportingErrors([&] { return Inspect(o); }, error);
+}
+
+bool IsBufferDType(std::string_view dtype) {
+  return !dtype.empty() &&
+         (dtype[0] == 'I' || dtype[0] == 'U' || dtype == "BOOL");
+}
+
+uint64_t ParseSizeOption(const std::string& option, const std::string& text) {
+  try {
+    return ParseSize(text);
+  } catch (const ToolError& e) {
+    // ParseSize names --max-shard-size; say which option it was.
+    std::string msg = e.what();
+    const std::string from = "--max-shard-size";
+    if (StartsWith(msg, from)) msg = option + msg.substr(from.size());
+    UsageError(msg);
+  }
+}
+
+void CheckKvOptions(const std::optional<int64_t>& context, int64_t batch) {
+  if (context && (*context < 1 || *context > kMaxContext))
+    UsageError("--context must be between 1 and " +
+               std::to_string(kMaxContext) + ", got " +
+               std::to_string(*context));
+  if (batch < 1 || batch > kMaxBatch)
+    UsageError("--batch must be between 1 and " + std::to_string(kMaxBatch) +
+               ", got " + std::to_string(batch));
+}
+
+KvCacheEstimate EstimateKvCache(const io::Checkpoint& ckpt,
+                                const std::optional<int64_t>& context,
+                                int64_t batch) {
+  KvCache kv;
+  std::string arch;
+  ReadCheckpointShape(ckpt, &kv, &arch);
+  InspectOptions o;
+  o.context = context;
+  o.batch = batch;
+  FinishKv(o, &kv);
+  KvCacheEstimate out;
+  out.known = kv.known;
+  out.why_unknown = kv.why_unknown;
+  out.source = kv.source;
+  out.context = kv.context;
+  out.context_source = kv.context_source;
+  out.batch = kv.batch;
+  out.bytes = kv.known ? kv.bytes : 0;
+  return out;
+}
+
+int64_t RuntimeHighBytes(int64_t weight_bytes) {
+  return Add(weight_bytes, Tenths(weight_bytes, kBandHighTenths), "estimate");
 }
 
 }  // namespace nibble::tool

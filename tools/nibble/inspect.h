@@ -19,6 +19,9 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
+
+#include "nibble/io/checkpoint.h"
 
 namespace CLI {
 class App;
@@ -43,6 +46,46 @@ CLI::App* AddInspectCommand(CLI::App* app, InspectOptions* o);
 // checked for writing before the model is read and written (through a
 // temporary file renamed into place) only when everything succeeded.
 int RunInspect(const InspectOptions& o, std::string* error);
+
+// The pieces of the estimate that `nibble plan --gpu` shares, so that both
+// commands count the same bytes.
+
+// True for the safetensors dtypes of buffers, not parameters: integers and
+// BOOL (position_ids, ...). Parameters (and bits per weight) count every
+// other tensor's elements.
+bool IsBufferDType(std::string_view safetensors_dtype);
+
+// A size option ("24GB", "80GiB", "16000MB"): ParseSize (output_dir.h) with
+// `option` named in its messages (ToolError, exit 1).
+uint64_t ParseSizeOption(const std::string& option, const std::string& text);
+
+// Checks --context (1 to 2^32 tokens, when given) and --batch (1 to 2^20):
+// ToolError (exit 1) naming the option otherwise.
+void CheckKvOptions(const std::optional<int64_t>& context, int64_t batch);
+
+// The KV cache at FP16 of a safetensors checkpoint, as inspect prints it:
+// layers x KV heads x (K + V head dim) x 2 bytes x context x batch, the shape
+// from the config.json of a model directory; context: `context`, else the
+// model's max_position_embeddings, else 4096.
+struct KvCacheEstimate {
+  bool known = false;
+  std::string why_unknown;  // when !known
+  std::string source;       // the config.json (text_config) it comes from
+  int64_t context = 0;
+  std::string context_source;  // "--context", the config key, or default
+  int64_t batch = 1;
+  int64_t bytes = 0;  // when known
+};
+// Errors: ToolError (exit 2) for a bad config.json, naming it and the key;
+// (exit 3) when it cannot be read. Call CheckKvOptions first.
+KvCacheEstimate EstimateKvCache(const io::Checkpoint& ckpt,
+                                const std::optional<int64_t>& context,
+                                int64_t batch);
+
+// The upper end of inspect's runtime band: weights + 40% rounded up to a
+// byte (inspect's `need` without the KV cache). Exact for 0 <= weight_bytes
+// <= INT64_MAX / 2.
+int64_t RuntimeHighBytes(int64_t weight_bytes);
 
 }  // namespace nibble::tool
 

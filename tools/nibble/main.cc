@@ -33,6 +33,7 @@
 #include "dequant.h"
 #include "inspect.h"
 #include "nibble/nibble.h"
+#include "plan_cmd.h"
 #include "report.h"
 #include "report_cmd.h"
 #include "synth.h"
@@ -487,6 +488,8 @@ int Run(int argc, char** argv) {
   CLI::App* report_cmd = AddReportCommand(&app, &rep);
   InspectOptions insp;
   CLI::App* inspect_cmd = AddInspectCommand(&app, &insp);
+  PlanOptions plan_opts;
+  CLI::App* plan_cmd = AddPlanCommand(&app, &plan_opts);
 
   try {
     app.parse(argc, argv);
@@ -537,10 +540,16 @@ int Run(int argc, char** argv) {
     if (rc != kExitOk) throw ToolError(rc, error);
     return rc;
   }
+  if (plan_cmd->parsed()) {
+    std::string error;
+    const int rc = RunPlanCommand(plan_opts, global_isa, &error);
+    if (rc != kExitOk) throw ToolError(rc, error);
+    return rc;
+  }
   std::cout << app.help();
   Usage(
-      "no subcommand given: use convert, dequant, report, inspect, quantize "
-      "or info (or --version)");
+      "no subcommand given: use convert, dequant, report, inspect, plan, "
+      "quantize or info (or --version)");
 }
 
 }  // namespace

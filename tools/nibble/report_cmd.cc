@@ -24,11 +24,10 @@
 #include <utility>
 #include <vector>
 
-#include "cast.h"
 #include "config.h"
 #include "layer_report.h"
+#include "measure.h"
 #include "nibble/io/checkpoint.h"
-#include "nibble/io/compressed_tensors.h"
 #include "nibble/io/safetensors.h"
 #include "nibble/nibble.h"
 #include "output_dir.h"
@@ -88,80 +87,6 @@ std::string WithCommas(int64_t v) {
     out += digits[i];
   }
   return v < 0 ? "-" + out : out;
-}
-
-// The error of casting `count` elements from `from` to `to`, measured as
-// `nibble convert` measures its casts (the same function); nothing is
-// stored. A finite value that overflows `to` is an error (exit 2) naming the
-// element, as in convert.
-ErrorMetrics MeasureCast(const uint8_t* src, DType from, DType to,
-                         int64_t count, const std::string& what) {
-  const CastResult r = CastElements(src, from, to, count, nullptr);
-  if (r.overflow_index >= 0)
-    throw ToolError(2, what + ": element " + std::to_string(r.overflow_index) +
-                           " (" + std::to_string(r.overflow_value) +
-                           ") overflows " + DTypeName(to));
-  return r.metrics;
-}
-
-// The row `nibble convert` reports for tensor `t` (target cast or quantize)
-// read from `data`. Quantized: scales in the weight's dtype, bytes and bits
-// of the compressed-tensors tensors (weight_packed, weight_scale,
-// weight_zero_point, weight_shape). The quantized buffers are freed on
-// return.
-LayerRow MeasureRow(const TensorPlan& t, const io::TensorInfo& src,
-                    const io::SafetensorsFile& file, const uint8_t* data,
-                    const ExecOptions& exec) {
-  const std::string where = file.path() + ": tensor '" + t.name + "'";
-  LayerRow row;
-  row.name = t.name;
-  row.shape = t.shape;
-  row.params = t.params;
-  row.bytes_in = static_cast<int64_t>(src.byte_size());
-  row.scheme = TargetName(t.target);
-  DType model_dtype;
-  const bool is_float = io::StDtypeToKernel(src.dtype, &model_dtype);
-  if (t.target.kind == TargetKind::kCast) {
-    if (!is_float)
-      throw ToolError(4, "tensor '" + t.name + "': cast of a non-float tensor");
-    row.m =
-        MeasureCast(data, model_dtype, t.target.cast_dtype, t.params, where);
-    row.bits_per_weight =
-        8.0 * static_cast<double>(DTypeSize(t.target.cast_dtype));
-    row.bytes_out =
-        t.params * static_cast<int64_t>(DTypeSize(t.target.cast_dtype));
-    return row;
-  }
-  if (!is_float || t.shape.size() != 2)
-    throw ToolError(4, "tensor '" + t.name +
-                           "': planned for quantization but not a 2-D float "
-                           "matrix");
-  const QuantScheme& scheme = t.target.scheme;  // scale dtype from the plan
-  io::CtLayout layout;
-  Check(io::CtLayoutFor(scheme, t.shape[0], t.shape[1], scheme.scale_dtype,
-                        &layout),
-        "tensor '" + t.name + "'");
-  const ConstMatrixView view{data, model_dtype, layout.out, layout.in,
-                             layout.in};
-  ErrorSums sums;
-  {
-    QuantizedBuffers buf;
-    Check(buf.Allocate(scheme, layout.out, layout.in),
-          "tensor '" + t.name + "'");
-    Check(Quantize(view, scheme, buf.view(), &sums, exec),
-          where + " (data at byte " +
-              std::to_string(file.data_offset() + src.begin) + ")");
-  }
-  row.bytes_out = static_cast<int64_t>(
-      layout.weight_packed_bytes + layout.weight_scale_bytes +
-      layout.weight_zero_point_bytes + io::CtLayout::kWeightShapeBytes);
-  row.bits_per_weight = t.params > 0
-                            ? 8.0 * static_cast<double>(row.bytes_out) /
-                                  static_cast<double>(t.params)
-                            : 0;
-  row.quantized = true;
-  row.m = Summarize(sums);
-  return row;
 }
 
 // Each distinct plan warning once, in order of first appearance; one that
